@@ -1,0 +1,43 @@
+"""The peer blacklist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from api.deps import NodeDep, require_token
+from api.schemas import BlacklistAdd, blacklist_out
+from orchestrator.blacklist import validate_peer_id
+from orchestrator.errors import InvalidInput
+
+router = APIRouter(prefix="/api/blacklist", tags=["blacklist"],
+                   dependencies=[Depends(require_token)])
+
+
+@router.get("")
+def list_blacklist(node: NodeDep) -> dict[str, Any]:
+    entries = node.blacklist.list()
+    return {"blacklist": [blacklist_out(e) for e in entries],
+            "peer_ids": [e.peer_id for e in entries], "total": len(entries)}
+
+
+@router.post("")
+def add(body: BlacklistAdd, node: NodeDep) -> dict[str, Any]:
+    entry = node.blacklist.add(body.peer_id, body.reason)
+    return {"peer_id": entry.peer_id, "reason": entry.reason,
+            "message": "Peer added to blacklist successfully"}
+
+
+@router.get("/check")
+def check(node: NodeDep, peer_id: str | None = None) -> dict[str, Any]:
+    if not peer_id:
+        raise InvalidInput("Missing peer_id query parameter")
+    peer_id = validate_peer_id(peer_id)
+    return {"peer_id": peer_id, "is_blacklisted": node.blacklist.contains(peer_id)}
+
+
+@router.delete("/{peer_id}")
+def remove(peer_id: str, node: NodeDep) -> dict[str, Any]:
+    node.blacklist.remove(peer_id)
+    return {"message": "Peer removed from blacklist successfully"}

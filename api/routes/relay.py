@@ -1,0 +1,67 @@
+"""Relay sessions (relay mode) and relay candidates (NAT mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, status
+
+from api.deps import NodeDep, require_token
+from api.schemas import Body
+
+
+class RelayPeerRequest(Body):
+    peer_id: str
+
+
+def _relay_mode(node: NodeDep) -> None:
+    node.relay_server()
+
+
+def _nat_mode(node: NodeDep) -> None:
+    node.relay_client()
+
+
+router = APIRouter(prefix="/api/relay", tags=["relay"], dependencies=[Depends(require_token)])
+RELAY_ONLY = [Depends(_relay_mode)]
+NAT_ONLY = [Depends(_nat_mode)]
+
+
+@router.get("/sessions", dependencies=RELAY_ONLY)
+def sessions(node: NodeDep) -> list[dict[str, Any]]:
+    return node.relay_server().sessions()  # type: ignore[no-any-return]
+
+
+@router.post("/sessions/{session_id}/disconnect", dependencies=RELAY_ONLY)
+def disconnect_session(session_id: str, node: NodeDep) -> dict[str, Any]:
+    node.relay_server().disconnect(session_id)
+    return {"success": True, "message": "Session disconnected successfully"}
+
+
+@router.post("/sessions/{session_id}/blacklist", dependencies=RELAY_ONLY)
+def blacklist_session(session_id: str, node: NodeDep) -> dict[str, Any]:
+    node.relay_server().blacklist_session(session_id)
+    return {"success": True, "message": "Peer blacklisted and disconnected successfully"}
+
+
+@router.get("/candidates", dependencies=NAT_ONLY)
+def candidates(node: NodeDep) -> list[dict[str, Any]]:
+    return node.relay_client().candidates()  # type: ignore[no-any-return]
+
+
+@router.post("/connect", status_code=status.HTTP_202_ACCEPTED, dependencies=NAT_ONLY)
+def connect(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
+    node.relay_client().connect(body.peer_id)
+    return {"success": True, "message": "Relay connection initiated"}
+
+
+@router.post("/disconnect", dependencies=NAT_ONLY)
+def disconnect(node: NodeDep) -> dict[str, Any]:
+    node.relay_client().disconnect()
+    return {"success": True, "message": "Disconnected from relay successfully"}
+
+
+@router.post("/prefer", dependencies=NAT_ONLY)
+def prefer(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
+    node.relay_client().prefer(body.peer_id)
+    return {"success": True, "message": "Preferred relay set successfully"}

@@ -1,0 +1,82 @@
+"""Generic service endpoints, for every service type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, status
+
+from api.deps import NodeDep, ServiceId, require_token
+from api.schemas import (
+    ServiceCreate,
+    ServiceUpdate,
+    StatusUpdate,
+    data_details_out,
+    interface_out,
+    service_out,
+)
+from orchestrator.errors import InvalidInput
+from orchestrator.registry import generic_type, parse_status
+from orchestrator.states import ServiceType
+
+router = APIRouter(prefix="/api/services", tags=["services"],
+                   dependencies=[Depends(require_token)])
+
+
+@router.get("")
+def list_services(node: NodeDep) -> dict[str, Any]:
+    services = [service_out(v) for v in node.services.list()]
+    return {"services": services, "total": len(services)}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_service(body: ServiceCreate, node: NodeDep) -> dict[str, Any]:
+    service_type = generic_type(body.type)
+    if service_type is not ServiceType.DATA and not body.endpoint.strip():
+        raise InvalidInput("endpoint is required for non-DATA services")
+    view = node.services.create(
+        name=body.name,
+        service_type=service_type,
+        description=body.description,
+        endpoint=body.endpoint.strip(),
+        status=parse_status(body.status),
+        capabilities=body.capabilities,
+        pricing=body.model_dump(include={"pricing_amount", "pricing_type", "pricing_interval",
+                                         "pricing_unit"}),
+    )
+    return {"service": service_out(view), "message": "Service added successfully"}
+
+
+@router.get("/{id}")
+def get_service(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
+    return {"service": service_out(node.services.get(service_id))}
+
+
+@router.put("/{id}")
+def update_service(service_id: ServiceId, body: ServiceUpdate, node: NodeDep) -> dict[str, Any]:
+    view = node.services.update(service_id, body.model_dump(exclude_none=True))
+    return {"service": service_out(view), "message": "Service updated successfully"}
+
+
+@router.delete("/{id}")
+def delete_service(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
+    node.services.delete(service_id)
+    return {"message": "Service deleted successfully"}
+
+
+@router.put("/{id}/status")
+def update_status(service_id: ServiceId, body: StatusUpdate, node: NodeDep) -> dict[str, Any]:
+    new_status = node.services.set_status(service_id, body.status)
+    return {"message": "Service status updated successfully", "status": str(new_status)}
+
+
+@router.get("/{id}/passphrase")
+def passphrase(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
+    details = node.services.passphrase(service_id)
+    return {"passphrase": details.passphrase, "data_details": data_details_out(details)}
+
+
+@router.get("/{id}/interfaces")
+def interfaces(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
+    items = [interface_out(i) for i in node.services.interfaces(service_id)]
+    return {"interfaces": items, "total": len(items)}

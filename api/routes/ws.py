@@ -1,0 +1,93 @@
+"""The WebSocket: node events out, uploads and searches in. Needs ``?token=JWT``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
+
+from orchestrator.errors import AuthFailed, DomainError
+from orchestrator.node import Node
+
+log = logging.getLogger("remote_network.ws")
+router = APIRouter(tags=["websocket"])
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def error_message(message: str, *, request_type: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"error": message}
+    if request_type:
+        payload["request_type"] = request_type
+    return {"type": "ERROR", "payload": payload}
+
+
+@router.websocket("/api/ws")
+async def websocket(ws: WebSocket) -> None:
+    node: Node = ws.app.state.node
+    try:
+        node.auth.check_token(ws.query_params.get("token", ""))
+    except AuthFailed:
+        await ws.close(code=status.WS_1008_POLICY_VIOLATION, reason="Unauthorized")
+        return
+    await ws.accept()
+    send_lock = asyncio.Lock()
+
+    async def send(message: dict[str, Any]) -> None:
+        async with send_lock:
+            await ws.send_json(message)
+
+    async with node.bus.subscribe() as sub:
+        pump = asyncio.create_task(_pump(sub, send))
+        try:
+            await _receive(ws, node, send)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+
+async def _pump(sub: Any, send: Any) -> None:
+    while True:
+        event = await sub.get()
+        try:
+            await send(event.to_message())
+        except Exception:  # the client went away mid-send; the receive side will notice
+            return
+
+
+async def _receive(ws: WebSocket, node: Node, send: Any) -> None:
+    while True:
+        raw = await ws.receive_text()
+        if len(raw) > MAX_MESSAGE_BYTES:
+            await send(error_message("Message too large"))
+            continue
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            await send(error_message("Malformed message: not JSON"))
+            continue
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await send(error_message("Malformed message: expected {\"type\", \"payload\"}"))
+            continue
+        kind, payload = message["type"], message.get("payload") or {}
+        if not isinstance(payload, dict):
+            await send(error_message("Malformed message: payload must be an object",
+                                     request_type=kind))
+            continue
+        handler = node.ws_handlers.get(kind)
+        if handler is None:
+            await send(error_message(f"Unsupported message type '{kind}'", request_type=kind))
+            continue
+        try:
+            await handler(payload, send)
+        except DomainError as exc:
+            await send(error_message(exc.message, request_type=kind))
+        except Exception:
+            log.exception("WebSocket handler for %s failed", kind)
+            await send(error_message("Internal error", request_type=kind))

@@ -1,0 +1,91 @@
+"""What every executor takes and gives back: one JobSpec in, one JobResult out.
+
+Inputs and outputs travel as content-addressed artifacts (see ``executors.artifacts``): an
+executor never receives another job's bytes inline, only references it resolves in the store.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class ArtifactKind(StrEnum):
+    FILE = "file"  # raw bytes (stdout, stderr, logs, an uploaded file)
+    TAR = "tar"  # a directory, as an uncompressed tar archive
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRef:
+    sha256: str
+    size: int
+    kind: ArtifactKind = ArtifactKind.FILE
+    # Peer that holds the bytes; empty for this node.
+    peer_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DockerTarget:
+    image: str  # "name:tag" or an image id
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StandaloneTarget:
+    executable: str  # absolute path
+    arguments: list[str] = field(default_factory=list)
+    working_directory: str = ""
+    environment: dict[str, str] = field(default_factory=dict)
+    run_as_user: str = ""  # "user" or "user:group"
+
+
+@dataclass(frozen=True, slots=True)
+class MountInput:
+    """An artifact placed at ``path`` before the job starts (a tar is unpacked there)."""
+
+    path: str
+    artifact: ArtifactRef
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    job_id: str  # unique on this node; names containers and process groups, used by cancel
+    target: DockerTarget | StandaloneTarget
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    stdin: ArtifactRef | bytes | None = None
+    input_mounts: list[MountInput] = field(default_factory=list)
+    output_mounts: list[str] = field(default_factory=list)  # paths captured as TAR artifacts
+    timeout: float = 300.0
+
+
+class JobOutcome(StrEnum):
+    COMPLETED = "COMPLETED"  # exit code 0
+    FAILED = "FAILED"  # non-zero exit, or could not start
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    job_id: str
+    outcome: JobOutcome
+    exit_code: int | None
+    started_at: dt.datetime
+    ended_at: dt.datetime
+    # "STDOUT", "STDERR", "LOGS", and "MOUNT:<path>" for each output mount.
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    error: str | None = None  # one line saying why, when not COMPLETED
+
+
+class LogSink(Protocol):
+    def __call__(self, job_id: str, stream: str, line: str) -> None: ...
+
+
+class Executor(Protocol):
+    async def run(self, spec: JobSpec, *, on_log: LogSink | None = None) -> JobResult: ...
+
+    async def cancel(self, job_id: str) -> bool: ...

@@ -1,0 +1,138 @@
+"""Owner login: single-use Ed25519 challenges and HS256 JWTs.
+
+The challenge store and token checks take ``now`` so they can be tested without waiting.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from network.identity import Identity, load_authorized_keys, peer_id_for, verify, write_private
+from orchestrator.errors import AuthFailed, InvalidInput
+
+CHALLENGE_BYTES = 32
+ISSUER = "remote-network-node"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    peer_id: str
+    issued_at: int
+    expires_at: int
+
+
+class ChallengeStore:
+    """Random challenges, each valid once and for ``ttl`` seconds."""
+
+    def __init__(self, ttl: int, *, max_pending: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_pending = max_pending
+        self._pending: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self, now: float) -> str:
+        challenge = secrets.token_hex(CHALLENGE_BYTES)
+        with self._lock:
+            self._expire(now)
+            if len(self._pending) >= self.max_pending:
+                oldest = min(self._pending, key=self._pending.__getitem__)
+                del self._pending[oldest]
+            self._pending[challenge] = now + self.ttl
+        return challenge
+
+    def consume(self, challenge: str, now: float) -> bool:
+        """True once for a live challenge; False for an unknown, used or expired one."""
+        with self._lock:
+            expires = self._pending.pop(challenge, None)
+        return expires is not None and now <= expires
+
+    def _expire(self, now: float) -> None:
+        for key in [k for k, exp in self._pending.items() if exp < now]:
+            del self._pending[key]
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    secret = secrets.token_bytes(32)
+    write_private(path, secret.hex().encode())
+    return secret
+
+
+class Authenticator:
+    def __init__(
+        self,
+        identity: Identity,
+        secret: bytes,
+        *,
+        authorized_keys_path: Path | None = None,
+        token_ttl: int = 24 * 3600,
+        challenge_ttl: int = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.identity = identity
+        self._secret = secret
+        self._authorized_keys_path = authorized_keys_path
+        self.token_ttl = token_ttl
+        self.challenges = ChallengeStore(challenge_ttl)
+        self.clock = clock
+
+    def issue_challenge(self) -> str:
+        return self.challenges.issue(self.clock())
+
+    def allowed_keys(self) -> set[bytes]:
+        keys = {self.identity.public_key}
+        if self._authorized_keys_path is not None:
+            keys |= load_authorized_keys(self._authorized_keys_path)
+        return keys
+
+    def login(self, challenge: str, signature_hex: str, public_key_hex: str) -> tuple[str, str]:
+        """Check a signed challenge; return (token, peer_id of the key that signed)."""
+        try:
+            challenge_bytes = bytes.fromhex(challenge)
+            signature = bytes.fromhex(signature_hex)
+            public_key = bytes.fromhex(public_key_hex)
+        except ValueError as exc:
+            raise InvalidInput("challenge, signature and public_key must be hex") from exc
+        if len(public_key) != 32 or len(signature) != 64:
+            raise InvalidInput("public_key must be 32 bytes and signature 64 bytes, hex-encoded")
+        if not self.challenges.consume(challenge, self.clock()):
+            raise AuthFailed("Invalid or expired challenge")
+        if public_key not in self.allowed_keys():
+            raise AuthFailed("Authentication failed: key not authorized")
+        if not verify(public_key, challenge_bytes, signature):
+            raise AuthFailed("Authentication failed: bad signature")
+        peer_id = peer_id_for(public_key)
+        return self.issue_token(peer_id), peer_id
+
+    def issue_token(self, peer_id: str | None = None) -> str:
+        now = int(self.clock())
+        claims = {
+            "peer_id": peer_id or self.identity.peer_id,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + self.token_ttl,
+        }
+        return jwt.encode(claims, self._secret, algorithm="HS256")
+
+    def check_token(self, token: str) -> TokenClaims:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "iss", "peer_id"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthFailed("Unauthorized") from exc
+        if int(claims["exp"]) < self.clock():
+            raise AuthFailed("Unauthorized")
+        return TokenClaims(str(claims["peer_id"]), int(claims["iat"]), int(claims["exp"]))

@@ -1,0 +1,164 @@
+"""The ``remote-network`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from network.identity import IdentityError
+
+# (flag, settings field, argparse options) for every setting `start` accepts.
+START_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
+    ("--api-host", "api_host", {"help": "HTTPS bind address (default 0.0.0.0)"}),
+    ("--api-port", "api_port", {"type": int, "help": "HTTPS port (default 30069)"}),
+    ("--http-host", "http_host", {"help": "plain HTTP bind address (default 127.0.0.1)"}),
+    ("--http-port", "http_port", {"type": int, "help": "plain HTTP port (default 8081)"}),
+    ("--p2p-host", "p2p_host", {"help": "QUIC and DHT bind address"}),
+    ("--quic-port", "quic_port", {"type": int, "help": "QUIC port (default 30070)"}),
+    ("--dht-port", "dht_port", {"type": int, "help": "DHT port (default 30071)"}),
+    ("--database-url", "database_url", {"help": "SQLAlchemy URL (default SQLite in data dir)"}),
+    ("--log-level", "log_level", {"choices": ["DEBUG", "INFO", "WARNING", "ERROR"]}),
+    ("--key-passphrase-file", "key_passphrase_file",
+     {"type": Path, "help": "file holding the identity key passphrase"}),
+    ("--docker-host", "docker_host", {"help": "Docker engine URL (default from environment)"}),
+    ("--job-timeout", "job_timeout_seconds", {"type": int, "help": "default job timeout, s"}),
+    ("--retry-count", "retry_count", {"type": int, "help": "default retries per job"}),
+    ("--bootstrap", "bootstrap", {"action": "append", "metavar": "HOST:PORT",
+                                  "help": "DHT bootstrap peer (repeatable)"}),
+    ("--topic", "topic", {"help": "peer topic (default remote-network-mesh)"}),
+    ("--prefect-port", "prefect_port", {"type": int, "help": "Prefect UI port (default 4200)"}),
+]
+START_SWITCHES: list[tuple[str, str, str]] = [
+    ("--relay", "relay", "act as a relay for peers behind NAT"),
+    ("--nat", "nat", "this node is behind NAT and uses relays"),
+    ("--prefect-ui", "prefect_ui", "start a Prefect server with its UI beside the node"),
+]
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, help="node data directory "
+                        "(default $XDG_DATA_HOME/remote-network)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="remote-network",
+                                     description="Run and manage a Remote Network Node.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    start = sub.add_parser("start", help="start the node")
+    _add_data_dir(start)
+    for flag, _field, options in START_FLAGS:
+        start.add_argument(flag, default=None, **options)
+    for flag, _field, text in START_SWITCHES:
+        start.add_argument(flag, action="store_true", default=None, help=text)
+    start.set_defaults(func=cmd_start)
+
+    key = sub.add_parser("key", help="the node's identity key")
+    key_sub = key.add_subparsers(dest="key_command", required=True)
+    show = key_sub.add_parser("show", help="print peer id and public key")
+    export = key_sub.add_parser("export", help="print the private key seed (hex)")
+    for p, func in ((show, cmd_key_show), (export, cmd_key_export)):
+        _add_data_dir(p)
+        p.add_argument("--key-passphrase-file", type=Path, default=None)
+        p.set_defaults(func=func)
+
+    token = sub.add_parser("token", help="print a fresh JWT for this node's API")
+    _add_data_dir(token)
+    token.add_argument("--key-passphrase-file", type=Path, default=None)
+    token.set_defaults(func=cmd_token)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    from orchestrator.config import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    for flag, field, _ in START_FLAGS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            overrides[field] = value
+    for flag, field, _ in START_SWITCHES:
+        if getattr(args, flag.lstrip("-").replace("-", "_"), None):
+            overrides[field] = True
+    return Settings(**overrides)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from orchestrator.serve import StartupError, run_node
+
+    settings = settings_from(args)
+    configure_logging(settings.log_level)
+    try:
+        restart = asyncio.run(run_node(settings))
+    except StartupError as exc:
+        print(f"remote-network: {exc}", file=sys.stderr)
+        return 1
+    if restart:
+        logging.getLogger("remote_network").info("restarting with the same flags")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "orchestrator.cli", *sys.argv[1:]])
+    return 0
+
+
+def _identity(args: argparse.Namespace) -> Any:
+    from orchestrator.node import load_identity
+
+    settings = settings_from(args)
+    configure_logging("ERROR")
+    return settings, load_identity(settings)
+
+
+def cmd_key_show(args: argparse.Namespace) -> int:
+    _settings, identity = _identity(args)
+    print(f"peer_id:    {identity.peer_id}")
+    print(f"public_key: {identity.public_key_hex}")
+    return 0
+
+
+def cmd_key_export(args: argparse.Namespace) -> int:
+    _settings, identity = _identity(args)
+    print(identity.seed.hex())
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from orchestrator.auth import Authenticator, load_or_create_secret
+
+    settings, identity = _identity(args)
+    auth = Authenticator(identity, load_or_create_secret(settings.jwt_secret_path),
+                         token_ttl=settings.jwt_ttl_seconds)
+    print(auth.issue_token())
+    return 0
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except IdentityError as exc:
+        print(f"remote-network: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"remote-network: invalid setting: {exc.errors()[0].get('msg')}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The node's one settings object.
+
+Values come, in rising priority, from the defaults below, environment variables prefixed
+``RN_`` (``RN_DATA_DIR``, ``RN_API_PORT``, ...) and the CLI flags of ``remote-network start``.
+Nothing else in the project reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "remote-network"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RN_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    api_host: str = "0.0.0.0"
+    api_port: int = 30069
+    http_host: str = "127.0.0.1"
+    http_port: int = 8081
+    quic_port: int = 30070
+    dht_port: int = 30071
+    p2p_host: str = "0.0.0.0"
+    database_url: str | None = None
+    relay: bool = False
+    nat: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    key_passphrase: str | None = None
+    key_passphrase_file: Path | None = None
+    jwt_ttl_seconds: int = 24 * 3600
+    challenge_ttl_seconds: int = 300
+    docker_host: str | None = None
+    job_timeout_seconds: int = 300
+    retry_count: int = 0
+    bootstrap: list[str] = Field(default_factory=list)
+    topic: str = "remote-network-mesh"
+    prefect_ui: bool = False
+    prefect_port: int = 4200
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'node.db'}"
+
+    def passphrase(self) -> str | None:
+        """The identity key's passphrase, from the value or the file, if either is set."""
+        if self.key_passphrase:
+            return self.key_passphrase
+        if self.key_passphrase_file:
+            return self.key_passphrase_file.read_text().strip() or None
+        return None
+
+    # Paths inside the data dir, in one place.
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "identity.key"
+
+    @property
+    def authorized_keys_path(self) -> Path:
+        return self.data_dir / "authorized_keys"
+
+    @property
+    def jwt_secret_path(self) -> Path:
+        return self.data_dir / "jwt.secret"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @property
+    def services_dir(self) -> Path:
+        return self.data_dir / "services"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"

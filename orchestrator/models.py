@@ -1,0 +1,207 @@
+"""Database tables. Every resource of the API reference has its table here.
+
+Schema changes go through the migrations in ``orchestrator/migrations``; a change to this file
+without a new migration is caught by ``tests/orchestrator/test_migrations.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _json(default: Any = None) -> Any:
+    factory = dict if default is None else default
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+class Service(SQLModel, table=True):
+    __tablename__ = "services"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    description: str = ""
+    service_type: str = Field(index=True)
+    type: str = ""
+    status: str = "ACTIVE"
+    endpoint: str = ""
+    pricing_amount: float = 0.0
+    pricing_type: str = "FREE"
+    pricing_interval: str = ""
+    pricing_unit: str = ""
+    capabilities: dict[str, Any] = _json()
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ServiceInterface(SQLModel, table=True):
+    __tablename__ = "service_interfaces"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: int = Field(foreign_key="services.id", ondelete="CASCADE", index=True)
+    interface_type: str
+    path: str = ""
+    mount_function: str = ""
+    description: str = ""
+
+
+class DockerDetails(SQLModel, table=True):
+    __tablename__ = "docker_service_details"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: int = Field(foreign_key="services.id", ondelete="CASCADE", unique=True)
+    image_name: str
+    image_tag: str = "latest"
+    image_id: str = ""
+    source: str = "registry"
+    compose_path: str = ""
+    entrypoint: str = ""
+    cmd: str = ""
+    build_path: str = ""
+
+
+class StandaloneDetails(SQLModel, table=True):
+    __tablename__ = "standalone_service_details"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: int = Field(foreign_key="services.id", ondelete="CASCADE", unique=True)
+    executable_path: str = ""
+    arguments: list[str] = _json(list)
+    working_directory: str = ""
+    environment_variables: dict[str, str] = _json()
+    timeout_seconds: int = 300
+    run_as_user: str = ""
+    source: str = "local"
+    install_dir: str = ""
+
+
+class DataDetails(SQLModel, table=True):
+    __tablename__ = "data_service_details"
+
+    id: int | None = Field(default=None, primary_key=True)
+    service_id: int = Field(foreign_key="services.id", ondelete="CASCADE", unique=True)
+    file_path: str = ""
+    original_name: str = ""
+    file_size: int = 0
+    file_hash: str = ""
+    encryption_method: str = "AES-256-GCM"
+    # Returned by GET /api/services/{id}/passphrase by design; nowhere else.
+    passphrase: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Workflow(SQLModel, table=True):
+    __tablename__ = "workflows"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    description: str = ""
+    definition: dict[str, Any] = _json()
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class WorkflowNode(SQLModel, table=True):
+    __tablename__ = "workflow_nodes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: int = Field(foreign_key="workflows.id", ondelete="CASCADE", index=True)
+    node_type: str = "SERVICE"
+    peer_id: str = ""
+    service_id: int | None = None
+    service_name: str = ""
+    config: dict[str, Any] = _json()
+    gui_props: dict[str, Any] = _json()
+
+
+class WorkflowConnection(SQLModel, table=True):
+    __tablename__ = "workflow_connections"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: int = Field(foreign_key="workflows.id", ondelete="CASCADE", index=True)
+    source_node_id: int = Field(foreign_key="workflow_nodes.id", ondelete="CASCADE")
+    source_interface_id: int | None = None
+    target_node_id: int = Field(foreign_key="workflow_nodes.id", ondelete="CASCADE")
+    target_interface_id: int | None = None
+
+
+class WorkflowUIState(SQLModel, table=True):
+    __tablename__ = "workflow_ui_states"
+
+    workflow_id: int = Field(foreign_key="workflows.id", ondelete="CASCADE", primary_key=True)
+    ui_state: dict[str, Any] = _json()
+    updated_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class WorkflowExecution(SQLModel, table=True):
+    __tablename__ = "workflow_executions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: int = Field(foreign_key="workflows.id", ondelete="CASCADE", index=True)
+    status: str = "PENDING"
+    plan: dict[str, Any] = _json()
+    error: str | None = None
+    progress: int = 0
+    prefect_flow_run_id: str | None = None
+    trigger: str = "api"
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+
+
+class JobExecution(SQLModel, table=True):
+    __tablename__ = "job_executions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_execution_id: int | None = Field(
+        default=None, foreign_key="workflow_executions.id", ondelete="CASCADE", index=True
+    )
+    workflow_id: int | None = Field(default=None, index=True)
+    node_id: int | None = None
+    service_id: int | None = None
+    peer_id: str = ""
+    requester_peer_id: str = ""
+    status: str = "PENDING"
+    attempt: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    prefect_task_run_id: str | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+
+
+class JobExecutionInterface(SQLModel, table=True):
+    __tablename__ = "job_execution_interfaces"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_execution_id: int = Field(foreign_key="job_executions.id", ondelete="CASCADE", index=True)
+    interface_id: int | None = None
+    interface_type: str
+    direction: str = "output"
+    path: str = ""
+    value: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    artifact_hash: str = ""
+    size: int = 0
+
+
+class BlacklistEntry(SQLModel, table=True):
+    __tablename__ = "blacklist"
+
+    peer_id: str = Field(primary_key=True)
+    reason: str = "Manually blacklisted"
+    blacklisted_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class RelayPreference(SQLModel, table=True):
+    __tablename__ = "relay_preferences"
+
+    peer_id: str = Field(primary_key=True)
+    preferred: bool = True
+    updated_at: dt.datetime = Field(default_factory=utcnow)

@@ -1,0 +1,100 @@
+"""Runs a node: its HTTPS and HTTP servers over one app, until a signal or a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+
+import uvicorn
+
+from api.app import create_app
+from network.certs import ensure_self_signed
+from orchestrator.config import Settings
+from orchestrator.node import Node
+
+log = logging.getLogger("remote_network.serve")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the node."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class StartupError(Exception):
+    pass
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(512)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def run_node(settings: Settings) -> bool:
+    """Serve until stopped. Returns True when the node asked to be restarted."""
+    node = Node(settings)
+    cert, key = ensure_self_signed(settings.tls_dir, common_name=f"rn-{node.peer_id[:16]}")
+    sockets = [bind(settings.api_host, settings.api_port),
+               bind(settings.http_host, settings.http_port)]
+    app = create_app(node)
+    common = {"log_level": settings.log_level.lower(), "lifespan": "off",
+              "timeout_graceful_shutdown": 5, "access_log": settings.log_level == "DEBUG",
+              "ws_max_size": 16 * 1024 * 1024}
+    servers = [
+        _Server(uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key),
+                               ssl_version=ssl.PROTOCOL_TLS_SERVER, **common)),
+        _Server(uvicorn.Config(app, **common)),
+    ]
+    await node.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, node.request_stop)
+    tasks = [asyncio.create_task(srv.serve(sockets=[sock]))
+             for srv, sock in zip(servers, sockets, strict=True)]
+    announce(node, settings)
+    stopper = asyncio.create_task(node.wait_stopped())
+    try:
+        await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for srv in servers:
+            srv.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stopper.cancel()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await node.stop()
+        for sock in sockets:
+            sock.close()
+    return node.restart_requested
+
+
+def announce(node: Node, settings: Settings) -> None:
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    print(
+        f"Remote Network Node {node.peer_id} is running.\n"
+        f"  API (HTTPS):  https://{host}:{settings.api_port}  (self-signed certificate in "
+        f"{settings.tls_dir})\n"
+        f"  API (HTTP):   http://{settings.http_host}:{settings.http_port}\n"
+        f"  API docs:     http://{settings.http_host}:{settings.http_port}/docs\n"
+        f"  Log in:       remote-network token --data-dir {settings.data_dir}   "
+        f"(prints a JWT for `Authorization: Bearer ...`)\n"
+        f"                or sign GET /api/auth/challenge with the key from "
+        f"`remote-network key export --data-dir {settings.data_dir}`",
+        flush=True,
+    )

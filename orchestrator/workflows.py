@@ -1,0 +1,281 @@
+"""Workflows as stored: the workflow row, its nodes, connections and UI state.
+
+Compiling a workflow into a runnable plan is ``orchestrator.graph``'s job; this module keeps
+the editable definition consistent (a node or connection always belongs to its workflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from orchestrator.db import Database
+from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.events import EventBus
+from orchestrator.models import (
+    Workflow,
+    WorkflowConnection,
+    WorkflowNode,
+    WorkflowUIState,
+    utcnow,
+)
+
+WORKFLOW_UPDATED = "WORKFLOW_UPDATED"
+NODE_TYPES = {"SERVICE"}
+DEFAULT_UI_STATE: dict[str, Any] = {"zoom": 1.0, "pan_x": 0, "pan_y": 0}
+# Node config keys the engine understands, with their types.
+NODE_CONFIG_KEYS: dict[str, tuple[type, ...]] = {
+    "timeout": (int, float),
+    "retry_count": (int,),
+    "retry_delay": (int, float),
+    "entrypoint": (str, list),
+    "cmd": (str, list),
+    "env": (dict,),
+    "args": (list,),
+    "stdin": (str,),
+}
+
+
+def validate_workflow_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("Workflow name is required")
+    if len(name.strip()) > 200:
+        raise InvalidInput("Workflow name is longer than 200 characters")
+    return name.strip()
+
+
+def validate_node_config(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise InvalidInput("config must be an object")
+    for key, kinds in NODE_CONFIG_KEYS.items():
+        if key in config and config[key] is not None:
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise InvalidInput(f"config.{key} has the wrong type")
+            if key in ("timeout", "retry_count", "retry_delay") and value < 0:
+                raise InvalidInput(f"config.{key} must not be negative")
+    return config
+
+
+class WorkflowStore:
+    def __init__(self, db: Database, bus: EventBus, *, own_peer_id: str) -> None:
+        self.db = db
+        self.bus = bus
+        self.own_peer_id = own_peer_id
+        # Checks that a local service exists: (service_id) -> bool.
+        self.local_service_exists: Callable[[int], bool] = lambda _sid: True
+
+    # -- workflows ---------------------------------------------------------------------------
+    def list(self) -> list[Workflow]:
+        with self.db.session() as s:
+            return list(s.exec(select(Workflow).order_by(col(Workflow.id))))
+
+    def get(self, workflow_id: int) -> Workflow:
+        with self.db.session() as s:
+            return self._require(s, workflow_id)
+
+    def create(self, name: str, description: str = "",
+               definition: dict[str, Any] | None = None) -> Workflow:
+        workflow = Workflow(name=validate_workflow_name(name), description=description or "",
+                            definition=definition or {})
+        with self.db.session() as s:
+            s.add(workflow)
+            s.commit()
+            s.refresh(workflow)
+        self._changed("created", workflow.id)
+        return workflow
+
+    def update(self, workflow_id: int, name: str, description: str | None,
+               definition: dict[str, Any] | None) -> Workflow:
+        with self.db.session() as s:
+            workflow = self._require(s, workflow_id)
+            workflow.name = validate_workflow_name(name)
+            if description is not None:
+                workflow.description = description
+            if definition is not None:
+                workflow.definition = definition
+            workflow.updated_at = utcnow()
+            s.add(workflow)
+            s.commit()
+            s.refresh(workflow)
+        self._changed("updated", workflow_id)
+        return workflow
+
+    def delete(self, workflow_id: int) -> None:
+        with self.db.session() as s:
+            s.delete(self._require(s, workflow_id))
+            s.commit()
+        self._changed("deleted", workflow_id)
+
+    # -- nodes -------------------------------------------------------------------------------
+    def nodes(self, workflow_id: int) -> list[WorkflowNode]:
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+            return list(s.exec(select(WorkflowNode).where(WorkflowNode.workflow_id == workflow_id)
+                               .order_by(col(WorkflowNode.id))))
+
+    def add_node(self, workflow_id: int, *, node_type: str = "SERVICE", peer_id: str = "",
+                 service_id: int | None = None, service_name: str = "",
+                 config: dict[str, Any] | None = None,
+                 gui_props: dict[str, Any] | None = None) -> WorkflowNode:
+        node_type = (node_type or "SERVICE").upper()
+        if node_type not in NODE_TYPES:
+            raise InvalidInput(f"Invalid node_type '{node_type}': use SERVICE")
+        if service_id is None or isinstance(service_id, bool) or service_id <= 0:
+            raise InvalidInput("service_id is required and must be a positive integer")
+        peer_id = (peer_id or "").strip() or self.own_peer_id
+        if peer_id == self.own_peer_id and not self.local_service_exists(service_id):
+            raise InvalidInput(f"Service {service_id} does not exist on this node")
+        node = WorkflowNode(workflow_id=workflow_id, node_type=node_type, peer_id=peer_id,
+                            service_id=service_id, service_name=service_name or "",
+                            config=validate_node_config(config or {}), gui_props=gui_props or {})
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+            s.add(node)
+            self._touch(s, workflow_id)
+            s.commit()
+            s.refresh(node)
+        self._changed("node_added", workflow_id)
+        return node
+
+    def delete_node(self, workflow_id: int, node_id: int) -> None:
+        with self.db.session() as s:
+            s.delete(self._require_node(s, workflow_id, node_id))
+            self._touch(s, workflow_id)
+            s.commit()
+        self._changed("node_deleted", workflow_id)
+
+    def update_node(self, workflow_id: int, node_id: int, *,
+                    gui_props: dict[str, Any] | None = None,
+                    config: dict[str, Any] | None = None) -> WorkflowNode:
+        with self.db.session() as s:
+            node = self._require_node(s, workflow_id, node_id)
+            if gui_props is not None:
+                node.gui_props = gui_props
+            if config is not None:
+                node.config = validate_node_config(config)
+            s.add(node)
+            self._touch(s, workflow_id)
+            s.commit()
+            s.refresh(node)
+        self._changed("node_updated", workflow_id)
+        return node
+
+    # -- connections -------------------------------------------------------------------------
+    def connections(self, workflow_id: int) -> list[WorkflowConnection]:
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+            return list(s.exec(select(WorkflowConnection)
+                               .where(WorkflowConnection.workflow_id == workflow_id)
+                               .order_by(col(WorkflowConnection.id))))
+
+    def add_connection(self, workflow_id: int, ends: dict[str, Any]) -> WorkflowConnection:
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+            conn = WorkflowConnection(workflow_id=workflow_id, **self._check_ends(s, workflow_id,
+                                                                                 ends))
+            s.add(conn)
+            self._touch(s, workflow_id)
+            s.commit()
+            s.refresh(conn)
+        self._changed("connection_added", workflow_id)
+        return conn
+
+    def update_connection(self, workflow_id: int, connection_id: int,
+                          ends: dict[str, Any]) -> WorkflowConnection:
+        with self.db.session() as s:
+            conn = self._require_connection(s, workflow_id, connection_id)
+            merged = {
+                "source_node_id": conn.source_node_id,
+                "source_interface_id": conn.source_interface_id,
+                "target_node_id": conn.target_node_id,
+                "target_interface_id": conn.target_interface_id,
+            } | {k: v for k, v in ends.items() if v is not None}
+            for key, value in self._check_ends(s, workflow_id, merged).items():
+                setattr(conn, key, value)
+            s.add(conn)
+            self._touch(s, workflow_id)
+            s.commit()
+            s.refresh(conn)
+        self._changed("connection_updated", workflow_id)
+        return conn
+
+    def delete_connection(self, workflow_id: int, connection_id: int) -> None:
+        with self.db.session() as s:
+            s.delete(self._require_connection(s, workflow_id, connection_id))
+            self._touch(s, workflow_id)
+            s.commit()
+        self._changed("connection_deleted", workflow_id)
+
+    # -- UI state ----------------------------------------------------------------------------
+    def ui_state(self, workflow_id: int) -> dict[str, Any]:
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+            row = s.get(WorkflowUIState, workflow_id)
+            return dict(row.ui_state) if row else dict(DEFAULT_UI_STATE)
+
+    def set_ui_state(self, workflow_id: int, ui_state: dict[str, Any]) -> None:
+        if not isinstance(ui_state, dict):
+            raise InvalidInput("ui_state must be an object")
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+            row = s.get(WorkflowUIState, workflow_id) or WorkflowUIState(workflow_id=workflow_id)
+            row.ui_state = ui_state
+            row.updated_at = utcnow()
+            s.add(row)
+            s.commit()
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _changed(self, action: str, workflow_id: int | None) -> None:
+        self.bus.publish(WORKFLOW_UPDATED, {"action": action, "workflow_id": workflow_id})
+
+    @staticmethod
+    def _touch(s: Session, workflow_id: int) -> None:
+        workflow = s.get(Workflow, workflow_id)
+        if workflow is not None:
+            workflow.updated_at = utcnow()
+            s.add(workflow)
+
+    @staticmethod
+    def _require(s: Session, workflow_id: int) -> Workflow:
+        workflow = s.get(Workflow, workflow_id)
+        if workflow is None:
+            raise NotFound("Workflow not found")
+        return workflow
+
+    def _require_node(self, s: Session, workflow_id: int, node_id: int) -> WorkflowNode:
+        self._require(s, workflow_id)
+        node = s.get(WorkflowNode, node_id)
+        if node is None or node.workflow_id != workflow_id:
+            raise NotFound("Node not found")
+        return node
+
+    def _require_connection(self, s: Session, workflow_id: int,
+                            connection_id: int) -> WorkflowConnection:
+        self._require(s, workflow_id)
+        conn = s.get(WorkflowConnection, connection_id)
+        if conn is None or conn.workflow_id != workflow_id:
+            raise NotFound("Connection not found")
+        return conn
+
+    @staticmethod
+    def _check_ends(s: Session, workflow_id: int, ends: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in ("source_node_id", "target_node_id"):
+            value = ends.get(key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InvalidInput(f"{key} is required and must be an integer")
+            node = s.get(WorkflowNode, value)
+            if node is None or node.workflow_id != workflow_id:
+                raise InvalidInput(f"{key} {value} is not a node of this workflow")
+            out[key] = value
+        for key in ("source_interface_id", "target_interface_id"):
+            value = ends.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise InvalidInput(f"{key} must be an integer")
+            out[key] = value
+        if out["source_node_id"] == out["target_node_id"]:
+            raise InvalidInput("A connection cannot join a node to itself")
+        return out
