@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import api.routes
 from api.deps import describe_validation
-from api.routes import auth, blacklist, executions, relay, services, workflows, ws
-from api.routes import node as node_routes
 from orchestrator.errors import DomainError
 from orchestrator.node import Node
 
@@ -75,9 +76,20 @@ def create_app(node: Node) -> FastAPI:
         log.exception("%s %s crashed", request.method, request.url.path)
         return error_response(request, 500, "Internal server error")
 
-    for module in (auth, node_routes, services, blacklist, workflows, executions, relay, ws):
-        app.include_router(module.router)
+    for router in route_modules():
+        app.include_router(router)
     return app
+
+
+def route_modules() -> list[APIRouter]:
+    """Every ``router`` in ``api/routes``, in module-name order; a new module needs no wiring."""
+    routers = []
+    for info in sorted(pkgutil.iter_modules(api.routes.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"api.routes.{info.name}")
+        router = getattr(module, "router", None)
+        if isinstance(router, APIRouter):
+            routers.append(router)
+    return routers
 
 
 def _default_phrase(status: int) -> str:
