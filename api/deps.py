@@ -11,7 +11,9 @@ from orchestrator.errors import AuthFailed, InvalidInput
 from orchestrator.node import Node
 
 
-def get_node(request: Request) -> Node:
+# The dependencies are async on purpose: they are cheap, and a sync dependency costs every
+# request a hop through the thread pool.
+async def get_node(request: Request) -> Node:
     return request.app.state.node  # type: ignore[no-any-return]
 
 
@@ -26,18 +28,19 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def require_token(request: Request) -> TokenClaims:
+async def require_token(request: Request) -> TokenClaims:
     token = bearer_token(request)
     if token is None:
         raise AuthFailed("Unauthorized")
-    return get_node(request).auth.check_token(token)
+    node: Node = request.app.state.node
+    return node.auth.check_token(token)
 
 
 Caller = Annotated[TokenClaims, Depends(require_token)]
 
 
 def _path_id(param: str, label: str) -> Any:
-    def dependency(request: Request) -> int:
+    async def dependency(request: Request) -> int:
         raw = request.path_params.get(param, "")
         if not raw.isascii() or not raw.isdigit() or int(raw) <= 0 or len(raw) > 18:
             raise InvalidInput(f"Invalid {label} ID")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from orchestrator.models import (
     BlacklistEntry,
@@ -83,7 +83,7 @@ class WorkflowUpdate(Body):
 class NodeCreate(Body):
     node_type: str = "SERVICE"
     peer_id: str = ""
-    service_id: int | None = None
+    service_id: StrictInt | None = None
     service_name: str = ""
     config: dict[str, Any] = Field(default_factory=dict)
     gui_props: dict[str, Any] = Field(default_factory=dict)
@@ -98,17 +98,17 @@ class NodeConfigUpdate(Body):
 
 
 class ConnectionCreate(Body):
-    source_node_id: int
-    source_interface_id: int | None = None
-    target_node_id: int
-    target_interface_id: int | None = None
+    source_node_id: StrictInt
+    source_interface_id: StrictInt | None = None
+    target_node_id: StrictInt
+    target_interface_id: StrictInt | None = None
 
 
 class ConnectionUpdate(Body):
-    source_node_id: int | None = None
-    source_interface_id: int | None = None
-    target_node_id: int | None = None
-    target_interface_id: int | None = None
+    source_node_id: StrictInt | None = None
+    source_interface_id: StrictInt | None = None
+    target_node_id: StrictInt | None = None
+    target_interface_id: StrictInt | None = None
 
 
 class UIStateUpdate(Body):

@@ -89,3 +89,24 @@ class Executor(Protocol):
     async def run(self, spec: JobSpec, *, on_log: LogSink | None = None) -> JobResult: ...
 
     async def cancel(self, job_id: str) -> bool: ...
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """An error message squeezed onto one line."""
+    return " ".join(text.split())[:limit] or "failed"
+
+
+def safe_name(job_id: str) -> str:
+    """A job id made safe for a file or directory name."""
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "_" for c in job_id)
+    return cleaned[:64] or "job"
+
+
+def failed_result(spec: JobSpec, started: dt.datetime, error: str,
+                  outcome: JobOutcome = JobOutcome.FAILED) -> JobResult:
+    """The result of a job that did not run to an exit code."""
+    return JobResult(spec.job_id, outcome, None, started, utcnow(), {}, one_line(error))

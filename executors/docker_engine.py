@@ -51,3 +51,33 @@ def engine_version(base_url: str | None = None) -> str | None:
             return str(client.version().get("Version", "")) or None
     except (EngineUnavailable, EngineError):
         return None
+
+
+class FrameDecoder:
+    """Splits the engine's multiplexed attach stream (non-TTY) into (stream, bytes) frames.
+
+    Each frame is an 8-byte header (stream type, 3 zero bytes, big-endian payload size) and the
+    payload; stream 1 is stdout, 2 is stderr. Bytes in, frames out; no I/O here.
+    """
+
+    NAMES = {0: "stdout", 1: "stdout", 2: "stderr"}
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self._buf += data
+        frames: list[tuple[str, bytes]] = []
+        while len(self._buf) >= 8:
+            size = int.from_bytes(self._buf[4:8], "big")
+            if len(self._buf) < 8 + size:
+                break
+            stream = self.NAMES.get(self._buf[0], "stdout")
+            frames.append((stream, bytes(self._buf[8:8 + size])))
+            del self._buf[:8 + size]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame still buffered."""
+        return len(self._buf)

@@ -133,18 +133,21 @@ def load_or_create(path: Path, passphrase: str | None) -> tuple[Identity, bool]:
 
 
 def load_authorized_keys(path: Path) -> set[bytes]:
-    """Public keys (hex, one a line, ``#`` comments) allowed to log in besides the node's own."""
+    """Public keys allowed to log in besides the node's own.
+
+    One key a line as 64 hex digits, optionally with a label before or after it (``laptop
+    <hex>`` or ``<hex> laptop``); ``#`` starts a comment; lines without a key are ignored.
+    """
     keys: set[bytes] = set()
     if not path.exists():
         return keys
     for line in path.read_text().splitlines():
-        token = line.split("#", 1)[0].strip().split()
-        if not token:
-            continue
-        try:
-            key = bytes.fromhex(token[-1])
-        except ValueError:
-            continue
-        if len(key) == 32:
-            keys.add(key)
+        for token in line.split("#", 1)[0].split():
+            if len(token) != 64:
+                continue
+            try:
+                keys.add(bytes.fromhex(token))
+            except ValueError:
+                continue
+            break
     return keys

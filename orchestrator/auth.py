@@ -19,6 +19,9 @@ from orchestrator.errors import AuthFailed, InvalidInput
 
 CHALLENGE_BYTES = 32
 ISSUER = "remote-network-node"
+# Tokens whose signature has been checked, kept so a client's repeated requests skip the HMAC
+# and JSON work; the expiry is still checked on every request.
+VERIFIED_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class Authenticator:
         self.token_ttl = token_ttl
         self.challenges = ChallengeStore(challenge_ttl)
         self.clock = clock
+        self._verified: dict[str, TokenClaims] = {}
 
     def issue_challenge(self) -> str:
         return self.challenges.issue(self.clock())
@@ -123,6 +127,18 @@ class Authenticator:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def check_token(self, token: str) -> TokenClaims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = claims
+        if claims.expires_at < self.clock():
+            raise AuthFailed("Unauthorized")
+        return claims
+
+    def _decode(self, token: str) -> TokenClaims:
+        """The claims of a token signed with our secret (expiry not checked here)."""
         try:
             claims = jwt.decode(
                 token,
@@ -133,6 +149,7 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthFailed("Unauthorized") from exc
-        if int(claims["exp"]) < self.clock():
-            raise AuthFailed("Unauthorized")
-        return TokenClaims(str(claims["peer_id"]), int(claims["iat"]), int(claims["exp"]))
+        try:
+            return TokenClaims(str(claims["peer_id"]), int(claims["iat"]), int(claims["exp"]))
+        except (TypeError, ValueError) as exc:
+            raise AuthFailed("Unauthorized") from exc

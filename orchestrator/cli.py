@@ -34,6 +34,8 @@ START_FLAGS: list[tuple[str, str, dict[str, Any]]] = [
     ("--bootstrap", "bootstrap", {"action": "append", "metavar": "HOST:PORT",
                                   "help": "DHT bootstrap peer (repeatable)"}),
     ("--topic", "topic", {"help": "peer topic (default remote-network-mesh)"}),
+    ("--public-host", "public_host",
+     {"help": "address peers should use to reach this node (default: detected)"}),
     ("--prefect-port", "prefect_port", {"type": int, "help": "Prefect UI port (default 4200)"}),
 ]
 START_SWITCHES: list[tuple[str, str, str]] = [
@@ -74,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_dir(token)
     token.add_argument("--key-passphrase-file", type=Path, default=None)
     token.set_defaults(func=cmd_token)
+
+    from flows.cli_workflow import add_parser as add_workflow_parser
+
+    add_workflow_parser(sub)
     return parser
 
 
@@ -112,10 +118,11 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def _identity(args: argparse.Namespace) -> Any:
-    from orchestrator.node import load_identity
+    from orchestrator.keys import load_identity
 
     settings = settings_from(args)
-    configure_logging("ERROR")
+    # WARNING: the user hears when the key is (or is being) stored unencrypted.
+    configure_logging("WARNING")
     return settings, load_identity(settings)
 
 

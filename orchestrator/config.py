@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,8 +44,33 @@ class Settings(BaseSettings):
     retry_count: int = 0
     bootstrap: list[str] = Field(default_factory=list)
     topic: str = "remote-network-mesh"
+    # WebSocket uploads: an idle session is dropped (and its chunks removed) after the ttl.
+    upload_ttl_seconds: float = Field(default=600.0, gt=0)
+    upload_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # Standalone services from git: the longest a build_command may run.
+    build_timeout_seconds: float = Field(default=600.0, gt=0)
+    # DHT: seconds to wait for a peer's answer, between publications/lookups, before a peer
+    # not seen is dropped; the host peers should reach us at (default: the bind address, or
+    # the address the bootstrap peer sees, or this machine's interfaces).
+    dht_rpc_timeout: float = Field(default=2.0, gt=0)
+    dht_refresh_seconds: float = Field(default=30.0, gt=0)
+    peer_stale_seconds: float = Field(default=120.0, gt=0)
+    public_host: str | None = None
     prefect_ui: bool = False
     prefect_port: int = 4200
+    # An existing Prefect server to use instead of the one the node runs beside itself
+    # (RN_PREFECT_API_URL, or Prefect's own PREFECT_API_URL).
+    prefect_api_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("RN_PREFECT_API_URL", "PREFECT_API_URL"))
+    # Prefect's database (SQLAlchemy async URL); default: an embedded PostgreSQL in the data dir,
+    # SQLite there when PostgreSQL cannot start.
+    prefect_database_url: str | None = None
+    # Start Prefect in the background when the node starts, so the first execute is not slow.
+    prefect_warmup: bool = True
+    # How often the node looks for due runs of its scheduled workflows.
+    schedule_poll_seconds: float = Field(default=2.0, gt=0)
+    # Text outputs (STDOUT, STDERR, LOGS) up to this size are returned inline as `value`.
+    output_inline_limit: int = Field(default=64 * 1024, ge=0)
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -88,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def services_dir(self) -> Path:
         return self.data_dir / "services"
+
+    @property
+    def prefect_dir(self) -> Path:
+        return self.data_dir / "prefect"
 
     @property
     def uploads_dir(self) -> Path:

@@ -191,6 +191,20 @@ class JobExecutionInterface(SQLModel, table=True):
     size: int = 0
 
 
+class WorkflowSchedule(SQLModel, table=True):
+    """A cron schedule of a workflow, run as a Prefect deployment of ``run_workflow``."""
+
+    __tablename__ = "workflow_schedules"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: int = Field(foreign_key="workflows.id", ondelete="CASCADE", index=True)
+    cron: str
+    timezone: str = "UTC"
+    active: bool = True
+    deployment_id: str | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
 class BlacklistEntry(SQLModel, table=True):
     __tablename__ = "blacklist"
 

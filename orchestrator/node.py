@@ -8,16 +8,33 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from network.identity import Identity, load_or_create
+from executors.artifacts import ArtifactStore
+from executors.local import LocalExecutor
+from flows.dispatch import LocalDispatcher
+from flows.remote import RemoteDispatcher
+from flows.runner import WorkflowRunner, bind_runner
+from flows.runtime import PrefectRuntime
+from flows.schedules import ScheduleService
+from network.identity import Identity
 from orchestrator.auth import Authenticator, load_or_create_secret
 from orchestrator.blacklist import Blacklist
 from orchestrator.capabilities import CapabilityProbe
 from orchestrator.config import Settings
+from orchestrator.data_services import DataServices
 from orchestrator.db import Database
+from orchestrator.discovery import Discovery
+from orchestrator.docker_services import DockerServices
+from orchestrator.engine import ExecutionEngine
 from orchestrator.errors import Forbidden, OperationFailed
 from orchestrator.events import EventBus
 from orchestrator.executions import ExecutionRecords
+from orchestrator.graph import Defaults
+from orchestrator.keys import load_identity
+from orchestrator.peer_messaging import PeerMessaging
 from orchestrator.registry import ServiceRegistry
+from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.standalone_services import StandaloneServices
+from orchestrator.upload_manager import UploadManager
 from orchestrator.workflows import WorkflowStore
 
 log = logging.getLogger("remote_network.node")
@@ -25,19 +42,6 @@ log = logging.getLogger("remote_network.node")
 # An inbound WebSocket message handler: (payload, reply) -> None.
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 WsHandler = Callable[[dict[str, Any], Reply], Awaitable[None]]
-
-
-def load_identity(settings: Settings) -> Identity:
-    """Load (or create) the node key, warning when it is stored unencrypted."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    passphrase = settings.passphrase()
-    identity, created = load_or_create(settings.key_path, passphrase)
-    if created:
-        log.info("created identity %s at %s", identity.peer_id, settings.key_path)
-    if passphrase is None:
-        log.warning("identity key %s is stored unencrypted (mode 0600); set RN_KEY_PASSPHRASE "
-                    "or --key-passphrase-file to encrypt it", settings.key_path)
-    return identity
 
 
 class Node:
@@ -61,9 +65,53 @@ class Node:
         self.workflows.local_service_exists = self._service_exists
         self.executions = ExecutionRecords(self.db)
         self.capabilities = CapabilityProbe(settings.data_dir, settings.docker_host)
+        # Content-addressed job inputs/outputs, and the executor that runs jobs on this machine.
+        self.artifacts = ArtifactStore(settings.artifacts_dir)
+        self.executor = LocalExecutor(self.artifacts, settings.data_dir / "jobs",
+                                      owner=self.identity.peer_id,
+                                      docker_host=settings.docker_host)
         self.ws_handlers: dict[str, WsHandler] = {}
+        self.standalone = StandaloneServices(settings, self.services)
+        self.data_services = DataServices(settings, self.services)
+        self.docker_services = DockerServices(self.services, self.bus, settings)
+        self.services.on_delete.append(self.docker_services.on_service_deleted)
+        self.uploads = UploadManager(settings, standalone=self.standalone,
+                                     data=self.data_services)
+        self.ws_handlers.update(self.uploads.handlers())
         # The relay peer (relay or NAT mode), set up by the network layer when it runs.
         self.relay: Any = None
+        # Peer discovery: the DHT (node.dht) and the directory of known peers (node.peers).
+        self.discovery = Discovery(self)
+        self.peers = self.discovery.peers
+        self.dht = self.discovery.dht
+        # QUIC messaging with peers (node.transport): search, capabilities, bulk artifacts.
+        self.messaging = PeerMessaging(self)
+        self.transport = self.messaging.transport
+        # Workflow engine: execution records, Prefect beside the node, the flow runner, schedules.
+        self.prefect = PrefectRuntime(settings)
+        self.engine = ExecutionEngine(
+            self.db, self.bus, workflows=self.workflows, services=self.services,
+            own_peer_id=self.identity.peer_id,
+            defaults=Defaults(timeout=float(settings.job_timeout_seconds),
+                              retry_count=settings.retry_count))
+        self.workflow_runner = WorkflowRunner(
+            self.engine, self.prefect, artifacts=self.artifacts, settings=settings,
+            local=LocalDispatcher(self.services, self.executor, self.artifacts,
+                                  scratch_dir=settings.data_dir / "jobs" / "inputs"))
+        bind_runner(self.workflow_runner)
+        # Remote jobs: workflow nodes on other peers go out over QUIC; other peers' jobs come in.
+        self.remote_dispatcher = RemoteDispatcher(self.transport, self.workflow_runner.local,
+                                                  self.artifacts)
+        self.workflow_runner.use_remote(self.remote_dispatcher)
+        self.remote_jobs = RemoteJobs(self.transport, registry=self.services,
+                                      local=self.workflow_runner.local,
+                                      fetch=self.remote_dispatcher.fetch, db=self.db,
+                                      is_blacklisted=self.blacklist.contains, bus=self.bus)
+        self.remote_jobs.register()
+        self.schedules = ScheduleService(self.db, self.workflow_runner, self.prefect,
+                                         poll_seconds=settings.schedule_poll_seconds)
+        self.prefect.on_ready(self.schedules.sync)
+        self.engine.is_known_peer = self.peers.__contains__
         self.started_monotonic = time.monotonic()
         self.restart_requested = False
         self._stop_event: asyncio.Event | None = None
@@ -84,9 +132,24 @@ class Node:
         self.bus.bind(asyncio.get_running_loop())
         self._stop_event = asyncio.Event()
         self.started_monotonic = time.monotonic()
+        await self.executor.start()
+        self.engine.recover_interrupted()
+        if self.settings.prefect_warmup:
+            self.prefect.start()
+        await self.uploads.start()
+        await self.messaging.start()
+        await self.discovery.start()
         log.info("node %s started", self.peer_id)
 
     async def stop(self) -> None:
+        await self.schedules.stop()
+        await self.workflow_runner.stop()
+        await self.prefect.stop()
+        await self.executor.shutdown()
+        await self.discovery.stop()
+        await self.messaging.stop()
+        await self.uploads.stop()
+        self.docker_services.close()
         self.db.close()
         log.info("node %s stopped", self.peer_id)
 
@@ -103,17 +166,17 @@ class Node:
     def status(self) -> dict[str, Any]:
         stats = {
             "peer_id": self.peer_id,
-            "dht_node_id": "",
+            "dht_node_id": self.dht.node_id_hex,
             "relay_mode": self.settings.relay,
             "nat_mode": self.settings.nat,
             "connected_relay": "",
-            "active_connections": 0,
+            "active_connections": self.transport.active_connections,
         }
         return {
             "peer_id": self.peer_id,
-            "dht_node_id": "",
+            "dht_node_id": self.dht.node_id_hex,
             "uptime_seconds": int(time.monotonic() - self.started_monotonic),
-            "known_peers": 0,
+            "known_peers": len(self.peers),
             "stats": stats,
             **self.services.counts(),
         }
@@ -123,7 +186,10 @@ class Node:
             raise OperationFailed("Failed to initiate restart: node is not running")
         loop = asyncio.get_running_loop()
         # Let the response go out before the servers stop.
-        loop.call_later(0.3, self.request_stop, restart=True)
+        loop.call_later(0.3, lambda: self.request_stop(restart=True))
+
+    async def fetch_peer_capabilities(self, peer_id: str) -> dict[str, Any]:
+        return await self.messaging.fetch_peer_capabilities(peer_id)
 
     def relay_server(self) -> Any:
         """The relay side (sessions of peers relayed through us); relay mode only."""

@@ -6,6 +6,7 @@ this module only stores and reads, and announces every change on the event bus.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +127,11 @@ class ServiceRegistry:
         self.bus = bus
         # Called with the view of a service about to be deleted (image removal, files).
         self.on_delete: list[Callable[[ServiceView], None]] = []
+        # counts() is read on every status request and DHT publication; it is cached until the
+        # next change (the generation guards against a query that raced with a write).
+        self._counts: dict[str, int] | None = None
+        self._generation = 0
+        self._counts_lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------------
     def list(self) -> list[ServiceView]:
@@ -144,6 +150,10 @@ class ServiceRegistry:
 
     def counts(self) -> dict[str, int]:
         """Active services by kind, as peers see them: files (DATA) and apps (the rest)."""
+        cached = self._counts
+        if cached is not None:
+            return dict(cached)
+        generation = self._generation
         with self.db.session() as s:
             rows = s.exec(
                 select(Service.service_type, func.count())
@@ -151,16 +161,22 @@ class ServiceRegistry:
                 .group_by(Service.service_type)
             ).all()
         by_type = {t: n for t, n in rows}
-        return {
+        counts = {
             "files_count": by_type.get(ServiceType.DATA, 0),
             "apps_count": by_type.get(ServiceType.DOCKER, 0)
             + by_type.get(ServiceType.STANDALONE, 0),
         }
+        with self._counts_lock:
+            if generation == self._generation:
+                self._counts = counts
+        return dict(counts)
 
     def passphrase(self, service_id: int) -> DataDetails:
         view = self.get(service_id)
-        if view.service.service_type != ServiceType.DATA or view.data is None:
+        if view.service.service_type != ServiceType.DATA:
             raise InvalidInput("Service is not a DATA service")
+        if view.data is None:
+            raise NotFound("Data details not found for this service")
         return view.data
 
     # -- writing -----------------------------------------------------------------------------
@@ -269,6 +285,9 @@ class ServiceRegistry:
 
     # -- helpers -----------------------------------------------------------------------------
     def _changed(self, action: str, service: Service) -> None:
+        with self._counts_lock:
+            self._generation += 1
+            self._counts = None
         self.bus.publish(SERVICE_UPDATED, {"action": action, "service_id": service.id,
                                            "service_type": service.service_type})
 

@@ -20,12 +20,43 @@ from orchestrator.node import Node
 log = logging.getLogger("remote_network.serve")
 
 
+# A connection closed by the shutdown but still open after this long is dropped.
+TLS_CLOSE_GRACE_S = 1.0
+
+
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the node."""
+    """A uvicorn server that leaves signal handling to the node.
+
+    On shutdown, an idle HTTPS keep-alive connection is closed with a TLS close_notify and then
+    waits for the client's answer, which an idle client never sends; uvicorn would then wait out
+    its whole graceful-shutdown timeout. Connections that are still closing after
+    ``TLS_CLOSE_GRACE_S`` are dropped instead, so a stop or restart is not held up by them.
+    """
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        reaper = asyncio.create_task(self._drop_closing_connections())
+        try:
+            await super().shutdown(sockets=sockets)
+        finally:
+            reaper.cancel()
+
+    async def _drop_closing_connections(self) -> None:
+        closing_since: dict[int, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(0.2)
+            now = loop.time()
+            for conn in list(self.server_state.connections):
+                transport = getattr(conn, "transport", None)
+                if transport is None or not transport.is_closing():
+                    continue
+                first = closing_since.setdefault(id(conn), now)
+                if now - first >= TLS_CLOSE_GRACE_S:
+                    transport.abort()
 
 
 class StartupError(Exception):
@@ -33,8 +64,11 @@ class StartupError(Exception):
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, inheritable so a restart could hand it on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose protocol
+    # is TCP, and without it every small response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

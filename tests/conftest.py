@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+# Docker engine, busybox image and local registries (session fixtures).
+from tests.support.docker_infra import (  # noqa: F401
+    auth_registry,
+    busybox_image,
+    docker_client,
+    registry,
+)
 from tests.support.node_process import ApiClient, NodeProcess
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-
 from api.deps import NodeDep
+from api.routing import Router
 from api.schemas import LoginRequest
 
-router = APIRouter(prefix="/api", tags=["auth"])
+router = Router(prefix="/api", tags=["auth"])
 
 
 @router.get("/auth/challenge")

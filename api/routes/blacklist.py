@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from api.deps import NodeDep, require_token
+from api.routing import Router
 from api.schemas import BlacklistAdd, blacklist_out
 from orchestrator.blacklist import validate_peer_id
 from orchestrator.errors import InvalidInput
 
-router = APIRouter(prefix="/api/blacklist", tags=["blacklist"],
-                   dependencies=[Depends(require_token)])
+router = Router(prefix="/api/blacklist", tags=["blacklist"],
+                dependencies=[Depends(require_token)])
 
 
 @router.get("")
@@ -35,6 +36,11 @@ def check(node: NodeDep, peer_id: str | None = None) -> dict[str, Any]:
         raise InvalidInput("Missing peer_id query parameter")
     peer_id = validate_peer_id(peer_id)
     return {"peer_id": peer_id, "is_blacklisted": node.blacklist.contains(peer_id)}
+
+
+@router.delete("")
+def remove_without_id() -> dict[str, Any]:
+    raise InvalidInput("Missing peer ID")
 
 
 @router.delete("/{peer_id}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from api.deps import ExecutionId, JobId, NodeDep, require_token
+from api.routing import Router
 from api.schemas import execution_out, job_interface_out, job_out
 
-router = APIRouter(prefix="/api", tags=["executions"], dependencies=[Depends(require_token)])
+router = Router(prefix="/api", tags=["executions"], dependencies=[Depends(require_token)])
 
 
 @router.get("/workflow-executions/{id}/status")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import Depends, status
 
 from api.deps import NodeDep, require_token
+from api.routing import Router
 from api.schemas import Body
 
 
@@ -22,7 +23,7 @@ def _nat_mode(node: NodeDep) -> None:
     node.relay_client()
 
 
-router = APIRouter(prefix="/api/relay", tags=["relay"], dependencies=[Depends(require_token)])
+router = Router(prefix="/api/relay", tags=["relay"], dependencies=[Depends(require_token)])
 RELAY_ONLY = [Depends(_relay_mode)]
 NAT_ONLY = [Depends(_nat_mode)]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import Depends, status
 
 from api.deps import NodeDep, ServiceId, require_token
+from api.routing import Router
 from api.schemas import (
     ServiceCreate,
     ServiceUpdate,
@@ -19,8 +20,8 @@ from orchestrator.errors import InvalidInput
 from orchestrator.registry import generic_type, parse_status
 from orchestrator.states import ServiceType
 
-router = APIRouter(prefix="/api/services", tags=["services"],
-                   dependencies=[Depends(require_token)])
+router = Router(prefix="/api/services", tags=["services"],
+                dependencies=[Depends(require_token)])
 
 
 @router.get("")

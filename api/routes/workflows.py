@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import Depends, status
 
 from api.deps import ConnectionId, NodeDep, NodeId, WorkflowId, require_token
+from api.routing import Router
 from api.schemas import (
     ConnectionCreate,
     ConnectionUpdate,
@@ -24,8 +25,8 @@ from api.schemas import (
     workflow_out,
 )
 
-router = APIRouter(prefix="/api/workflows", tags=["workflows"],
-                   dependencies=[Depends(require_token)])
+router = Router(prefix="/api/workflows", tags=["workflows"],
+                dependencies=[Depends(require_token)])
 
 
 @router.get("")

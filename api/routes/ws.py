@@ -61,9 +61,19 @@ async def _pump(sub: Any, send: Any) -> None:
             return
 
 
+async def _receive_frame(ws: WebSocket) -> str:
+    """The next frame as text; a binary frame is read as UTF-8 (undecodable: not JSON)."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    if message.get("text") is not None:
+        return str(message["text"])
+    return bytes(message.get("bytes") or b"").decode("utf-8", errors="replace")
+
+
 async def _receive(ws: WebSocket, node: Node, send: Any) -> None:
     while True:
-        raw = await ws.receive_text()
+        raw = await _receive_frame(ws)
         if len(raw) > MAX_MESSAGE_BYTES:
             await send(error_message("Message too large"))
             continue

@@ -1,0 +1,27 @@
+"""Peers: the peers of our topic, and a peer's capabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from api.deps import NodeDep, require_token
+from orchestrator.errors import InvalidInput
+
+router = APIRouter(prefix="/api/peers", tags=["peers"], dependencies=[Depends(require_token)])
+
+
+@router.get("")
+async def list_peers(node: NodeDep) -> dict[str, Any]:
+    return node.discovery.list_peers()
+
+
+@router.get("/{peer_id}/capabilities")
+async def peer_capabilities(peer_id: str, node: NodeDep) -> dict[str, Any]:
+    return node.discovery.peer_capabilities(peer_id)
+
+
+@router.get("//capabilities", include_in_schema=False)
+async def peer_capabilities_without_id() -> dict[str, Any]:
+    raise InvalidInput("peer_id is required")

@@ -1,0 +1,118 @@
+"""Round trip of a no-op job dispatched to another peer (RemoteDispatcher over QUIC, the job run
+by the other peer's executor) against the same job dispatched locally (LocalDispatcher), measured
+in the same run between two in-process peers on 127.0.0.1: both medians and the ratio.
+
+Each job takes a small input artifact held by the requester (the remote side fetches it the first
+time, then has it) and its outputs come back to the requester as results of the workflow.
+
+Usage: .venv/bin/python bench/remote_dispatch.py [runs]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from executors.artifacts import ArtifactStore
+from executors.base import JobOutcome
+from executors.local import LocalExecutor
+from flows.dispatch import JobInput, JobRequest, LocalDispatcher
+from flows.remote import RemoteDispatcher
+from network.identity import Identity
+from network.transport import PeerTransport, TransportConfig
+from orchestrator.db import Database
+from orchestrator.events import EventBus
+from orchestrator.models import StandaloneDetails
+from orchestrator.registry import InterfaceSpec, ServiceRegistry
+from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.states import InterfaceType, ServiceType
+
+EXECUTABLE = "/bin/true"
+
+
+class Side:
+    def __init__(self, root: Path, addresses: dict[str, list[tuple[str, int]]]) -> None:
+        root.mkdir(parents=True)
+        self.transport = PeerTransport(
+            Identity.generate(), TransportConfig(host="127.0.0.1", port=0, tls_dir=root / "tls"),
+            resolver=lambda p: addresses.get(p, []))
+        self.addresses = addresses
+        self.db = Database(f"sqlite:///{root / 'node.db'}")
+        self.db.migrate()
+        self.registry = ServiceRegistry(self.db, EventBus())
+        self.store = ArtifactStore(root / "artifacts")
+        self.executor = LocalExecutor(self.store, root / "jobs", owner=self.transport.peer_id)
+        self.local = LocalDispatcher(self.registry, self.executor, self.store,
+                                     scratch_dir=root / "scratch")
+        self.remote = RemoteDispatcher(self.transport, self.local, self.store)
+        RemoteJobs(self.transport, registry=self.registry, local=self.local,
+                   fetch=self.remote.fetch, db=self.db, is_blacklisted=lambda _p: False
+                   ).register()
+        self.transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
+                                                  else None)
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self.addresses[self.transport.peer_id] = [("127.0.0.1", self.transport.port)]
+        await self.executor.start()
+
+    async def stop(self) -> None:
+        await self.executor.shutdown(timeout=10)
+        await self.transport.stop()
+        self.db.close()
+
+    def noop_service(self) -> int:
+        view = self.registry.create(
+            name="noop", service_type=ServiceType.STANDALONE,
+            interfaces=[InterfaceSpec(InterfaceType.STDIN), InterfaceSpec(InterfaceType.STDOUT)],
+            details=StandaloneDetails(service_id=0, executable_path=EXECUTABLE))
+        return int(view.service.id or 0)
+
+
+async def main(runs: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    addresses: dict[str, list[tuple[str, int]]] = {}
+    with tempfile.TemporaryDirectory(prefix="rn-bench-") as tmp:
+        a, b = Side(Path(tmp) / "a", addresses), Side(Path(tmp) / "b", addresses)
+        await a.start()
+        await b.start()
+        try:
+            local_sid, remote_sid = a.noop_service(), b.noop_service()
+            data = a.store.put_bytes(b"bench input\n")
+            inputs = (JobInput(None, "STDIN", artifact=data),)
+            local_t: list[float] = []
+            remote_t: list[float] = []
+            for i in range(runs + 1):
+                req = JobRequest(f"bench-l{i}", local_sid, a.transport.peer_id, inputs)
+                t = time.perf_counter()
+                result = await a.local.dispatch(req)
+                elapsed = time.perf_counter() - t
+                assert result.outcome is JobOutcome.COMPLETED, result.error
+                req = JobRequest(f"bench-r{i}", remote_sid, b.transport.peer_id, inputs)
+                t = time.perf_counter()
+                result = await a.remote.dispatch(req)
+                remote_elapsed = time.perf_counter() - t
+                assert result.outcome is JobOutcome.COMPLETED, result.error
+                if i:  # the first round warms up both (connection, first fetch)
+                    local_t.append(elapsed)
+                    remote_t.append(remote_elapsed)
+        finally:
+            await a.stop()
+            await b.stop()
+    m_local, m_remote = statistics.median(local_t), statistics.median(remote_t)
+    print(f"runs: {runs}")
+    print(f"local dispatch median:  {m_local * 1000:.2f} ms")
+    print(f"remote dispatch median: {m_remote * 1000:.2f} ms")
+    print(f"remote overhead: {(m_remote - m_local) * 1000:.2f} ms, "
+          f"ratio: {m_remote / m_local:.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 30))

@@ -1,0 +1,286 @@
+"""The content-addressed artifact store: job outputs and inputs, named by the sha256 of their bytes.
+
+Layout: ``<root>/<aa>/<sha256>`` for each artifact, ``<root>/tmp/`` for writes in progress. A
+write lands in a temp file in the same filesystem and is renamed into place, so a reader never sees
+a partial artifact and two writers of the same bytes agree. Directories are stored as
+deterministic uncompressed tars (sorted entries, zero times and owners), so the same tree always
+hashes the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import IO, BinaryIO
+
+from executors.base import ArtifactKind, ArtifactRef
+
+CHUNK = 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ArtifactError(Exception):
+    """An artifact could not be stored or read."""
+
+
+class ArtifactMissing(ArtifactError):
+    pass
+
+
+class UnsafeArchive(ArtifactError):
+    """A tar member would land outside its destination or is a device."""
+
+
+class ArtifactWriter:
+    """A streamed write into the store: ``write()`` chunks, then ``commit()`` for the ref.
+
+    The temp file is created on the first write, so an empty output costs no file operations
+    once the empty artifact exists.
+    """
+
+    def __init__(self, store: ArtifactStore, kind: ArtifactKind = ArtifactKind.FILE) -> None:
+        self._store = store
+        self._kind = kind
+        self._tmp: Path | None = None
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self.ref: ArtifactRef | None = None
+
+    def _open(self) -> BinaryIO:
+        fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, prefix="w-")
+        self._tmp = Path(name)
+        self._file = os.fdopen(fd, "wb")
+        return self._file
+
+    def write(self, data: bytes) -> int:
+        if not data:
+            return 0
+        (self._file or self._open()).write(data)
+        self._hash.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def commit(self) -> ArtifactRef:
+        if self.ref is not None:
+            return self.ref
+        digest = self._hash.hexdigest()
+        if self._file is None and self._store.has(digest):
+            pass  # empty, and the empty artifact is already stored
+        else:
+            (self._file or self._open()).close()
+            assert self._tmp is not None
+            self._store._install(self._tmp, digest)
+        self.ref = ArtifactRef(sha256=digest, size=self._size, kind=self._kind)
+        return self.ref
+
+    def abort(self) -> None:
+        if self.ref is None and self._file is not None and self._tmp is not None:
+            self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            self._file = None
+
+    def __enter__(self) -> ArtifactWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- writing -----------------------------------------------------------------------------
+    def writer(self, kind: ArtifactKind = ArtifactKind.FILE) -> ArtifactWriter:
+        return ArtifactWriter(self, kind)
+
+    def put_bytes(self, data: bytes, kind: ArtifactKind = ArtifactKind.FILE) -> ArtifactRef:
+        with self.writer(kind) as w:
+            w.write(data)
+        assert w.ref is not None
+        return w.ref
+
+    def put_file(self, path: Path | str) -> ArtifactRef:
+        """Store a file's bytes, hashed while copied (never read whole into memory)."""
+        with open(path, "rb") as src, self.writer() as w:
+            while chunk := src.read(CHUNK):
+                w.write(chunk)
+        assert w.ref is not None
+        return w.ref
+
+    def put_dir(self, path: Path | str) -> ArtifactRef:
+        """Store a directory tree as a deterministic tar (kind TAR)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise ArtifactError(f"not a directory: {root}")
+        with self.writer(ArtifactKind.TAR) as w:
+            write_deterministic_tar(root, w)
+        assert w.ref is not None
+        return w.ref
+
+    def _install(self, tmp: Path, digest: str) -> None:
+        dest = self.path(digest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists():
+            tmp.unlink(missing_ok=True)
+            return
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+
+    # -- reading -----------------------------------------------------------------------------
+    def path(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ArtifactError(f"not a sha256 digest: {sha256[:80]!r}")
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        try:
+            return self.path(sha256).is_file()
+        except ArtifactError:
+            return False
+
+    def _existing(self, ref: ArtifactRef | str) -> Path:
+        sha = ref if isinstance(ref, str) else ref.sha256
+        p = self.path(sha)
+        if not p.is_file():
+            raise ArtifactMissing(f"artifact {sha} is not in the store")
+        return p
+
+    def open(self, ref: ArtifactRef | str) -> BinaryIO:
+        return self._existing(ref).open("rb")
+
+    def read_bytes(self, ref: ArtifactRef | str) -> bytes:
+        return self._existing(ref).read_bytes()
+
+    def verify(self, ref: ArtifactRef | str) -> bool:
+        """Whether the stored bytes still hash to their name."""
+        sha = ref if isinstance(ref, str) else ref.sha256
+        h = hashlib.sha256()
+        with self.open(sha) as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        return h.hexdigest() == sha
+
+    def copy_to(self, ref: ArtifactRef | str, dest: Path) -> Path:
+        """Copy an artifact's bytes to ``dest`` (a fresh, writable file)."""
+        with self.open(ref) as src, open(dest, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
+        return dest
+
+    def extract_tar(self, ref: ArtifactRef | str, dest: Path) -> None:
+        """Unpack a TAR artifact into ``dest``, refusing any member that could escape it."""
+        with self.open(ref) as f:
+            safe_extract(f, Path(dest))
+
+    def materialize(self, ref: ArtifactRef, dest: Path) -> None:
+        """Place an artifact at ``dest``: a TAR is unpacked into the directory, a FILE copied."""
+        if ref.kind == ArtifactKind.TAR:
+            dest.mkdir(parents=True, exist_ok=True)
+            self.extract_tar(ref, dest)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.copy_to(ref, dest)
+
+
+# -- tar helpers -----------------------------------------------------------------------------
+def _tarinfo(name: str, st: os.stat_result, type_: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.mtime = 0
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_deterministic_tar(root: Path, out: IO[bytes]) -> None:
+    """Write ``root``'s tree as a tar whose bytes depend only on names, modes and contents.
+
+    Symlinks are kept as links; sockets, fifos and devices are skipped.
+    """
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            rel_dir = Path(dirpath).relative_to(root)
+            entries = sorted([*((d, True) for d in dirnames), *((f, False) for f in filenames)])
+            for name, _is_dir in entries:
+                full = Path(dirpath) / name
+                arc = (rel_dir / name).as_posix()
+                st = full.lstat()
+                if stat.S_ISLNK(st.st_mode):
+                    info = _tarinfo(arc, st, tarfile.SYMTYPE)
+                    info.linkname = os.readlink(full)
+                    tar.addfile(info)
+                elif stat.S_ISDIR(st.st_mode):
+                    tar.addfile(_tarinfo(arc, st, tarfile.DIRTYPE))
+                elif stat.S_ISREG(st.st_mode):
+                    info = _tarinfo(arc, st, tarfile.REGTYPE)
+                    info.size = st.st_size
+                    with full.open("rb") as f:
+                        tar.addfile(info, f)
+            # os.walk lists symlinks to directories among dirnames but does not descend them.
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or os.path.isabs(name):
+        raise UnsafeArchive(f"archive member {name!r} has an absolute path")
+    if ".." in parts:
+        raise UnsafeArchive(f"archive member {name!r} contains '..'")
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise UnsafeArchive(f"archive member {name!r} is a device or fifo")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        if target.startswith("/"):
+            raise UnsafeArchive(f"archive link {name!r} points to an absolute path {target!r}")
+        base = PurePosixPath(name).parent if member.issym() else PurePosixPath()
+        resolved = os.path.normpath((base / target).as_posix())
+        if resolved == ".." or resolved.startswith("../"):
+            raise UnsafeArchive(f"archive link {name!r} points outside the destination")
+
+
+def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
+    """Extract a tar stream into ``dest``: no absolute paths, no ``..``, no links escaping ``dest``
+    (checked on the real, resolved paths as well), no devices. Raises UnsafeArchive."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r:") as tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m)
+            try:
+                tar.extractall(dest, members=members, filter="data")
+            except tarfile.FilterError as exc:
+                raise UnsafeArchive(f"unsafe archive member: {exc}") from exc
+    except tarfile.TarError as exc:
+        raise ArtifactError(f"not a valid tar archive: {exc}") from exc
+
+
+@contextlib.contextmanager
+def temp_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temp dir under ``parent`` removed on exit, whatever the job left in it."""
+    parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,234 @@
+"""The one seam between the workflow engine and whatever runs a job.
+
+A ``JobRequest`` names a service *on the executing peer* and carries the job's inputs as artifact
+references (or text), addressed by that peer's interface ids. ``LocalDispatcher`` runs it on this
+node's executor; the network adds a ``RemoteDispatcher`` sibling that sends the same request to the
+peer that owns the service. Both answer with an ``executors.base.JobResult`` whose ``outputs`` hold
+the executor's keys ("STDOUT", "STDERR", "LOGS", "MOUNT:<path>") and, for each output interface of
+the service, the alias ``"#<interface id>"`` (so a requester that does not know a remote service's
+interfaces can still find an output by the id its connection names).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from executors.base import (
+    ArtifactRef,
+    DockerTarget,
+    Executor,
+    JobResult,
+    JobSpec,
+    LogSink,
+    MountInput,
+    StandaloneTarget,
+)
+from orchestrator.errors import InvalidInput, NotFound, OperationFailed
+from orchestrator.graph import InterfaceInfo
+from orchestrator.registry import ServiceRegistry, ServiceView
+from orchestrator.states import InterfaceType, ServiceType
+
+
+@dataclass(frozen=True, slots=True)
+class JobInput:
+    """One input of a job: an artifact (or text) for one interface of the executing service."""
+
+    interface_id: int | None
+    interface_type: str | None  # None: look it up by interface_id on the executing peer
+    path: str = ""
+    artifact: ArtifactRef | None = None
+    text: str | None = None
+    # Set when ``artifact`` is the encrypted file of this DATA service: the executing peer
+    # decrypts it for the job and for nothing else.
+    data_service_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    job_id: str  # unique on the executing peer: names containers and process groups
+    service_id: int
+    peer_id: str
+    inputs: tuple[JobInput, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+    stdin_text: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    timeout: float = 300.0
+    # Output keys wired onward to other jobs: a remote job keeps them on its peer (the downstream
+    # peer fetches them from there); its other outputs are fetched back to the requester.
+    wired_outputs: tuple[str, ...] = ()
+
+
+class DispatchError(Exception):
+    """The job could not be handed to anything that runs it (one line, safe to show)."""
+
+
+class JobDispatcher(Protocol):
+    async def dispatch(self, request: JobRequest, *,
+                       on_log: LogSink | None = None) -> JobResult: ...
+
+    async def cancel(self, request: JobRequest) -> bool: ...
+
+    async def data_source(self, service_id: int) -> ArtifactRef: ...
+
+
+def interface_info(view: ServiceView) -> list[InterfaceInfo]:
+    return [InterfaceInfo(int(i.id or 0), i.service_id, i.interface_type, i.path,
+                          i.mount_function) for i in view.interfaces]
+
+
+def _words(value: str) -> list[str] | None:
+    return shlex.split(value) if value.strip() else None
+
+
+class LocalDispatcher:
+    """Runs jobs of this node's services on this node's executor."""
+
+    def __init__(self, registry: ServiceRegistry, executor: Executor | None, artifacts: Any,
+                 *, scratch_dir: Path) -> None:
+        self.registry = registry
+        self.executor = executor
+        self.artifacts = artifacts
+        self.scratch_dir = scratch_dir
+
+    def _view(self, service_id: int) -> ServiceView:
+        try:
+            return self.registry.get(service_id)
+        except NotFound:
+            raise DispatchError(f"service {service_id} does not exist on this node") from None
+
+    async def data_source(self, service_id: int) -> ArtifactRef:
+        """The encrypted file of a DATA service, as an artifact (still encrypted)."""
+        view = self._view(service_id)
+        if view.data is None or not view.data.file_path:
+            raise DispatchError(f"DATA service {service_id} has no file")
+        path = Path(view.data.file_path)
+        if not path.is_file():
+            raise DispatchError(f"the file of DATA service '{view.service.name}' is missing")
+        ref: ArtifactRef = await asyncio.to_thread(self.artifacts.put_file, path)
+        return ref
+
+    async def _decrypted(self, data_service_id: int, ref: ArtifactRef) -> ArtifactRef:
+        from executors.data_crypto import decrypt_file
+
+        view = self._view(data_service_id)
+        if view.data is None:
+            raise DispatchError(f"service {data_service_id} is not a DATA service")
+        passphrase = view.data.passphrase
+        self.scratch_dir.mkdir(parents=True, exist_ok=True)
+
+        def work() -> ArtifactRef:
+            with tempfile.TemporaryDirectory(dir=self.scratch_dir) as tmp:
+                plain = Path(tmp) / "data"
+                try:
+                    decrypt_file(self.artifacts.path(ref.sha256), plain, passphrase)
+                except Exception:
+                    raise DispatchError(f"cannot decrypt the file of DATA service "
+                                        f"'{view.service.name}'") from None
+                out: ArtifactRef = self.artifacts.put_file(plain)
+                return out
+
+        return await asyncio.to_thread(work)
+
+    async def decrypt_data(self, data_service_id: int, ref: ArtifactRef) -> ArtifactRef:
+        """The plain bytes of this node's DATA service file ``ref``, as an artifact."""
+        return await self._decrypted(data_service_id, ref)
+
+    async def build_spec(self, request: JobRequest) -> tuple[JobSpec, ServiceView]:
+        view = self._view(request.service_id)
+        svc = view.service
+        kind = ServiceType(svc.service_type)
+        if kind is ServiceType.DOCKER and view.docker is not None:
+            d = view.docker
+            image = f"{d.image_name}:{d.image_tag}" if d.image_name else d.image_id
+            target: DockerTarget | StandaloneTarget = DockerTarget(
+                image=image,
+                entrypoint=list(request.entrypoint) if request.entrypoint else _words(
+                    d.entrypoint),
+                cmd=list(request.cmd) if request.cmd else _words(d.cmd))
+        elif kind is ServiceType.STANDALONE and view.standalone is not None:
+            s = view.standalone
+            executable = s.executable_path
+            arguments = list(s.arguments or [])
+            if request.entrypoint:
+                executable, *arguments = request.entrypoint
+            if request.cmd:
+                arguments = list(request.cmd)
+            target = StandaloneTarget(executable=executable, arguments=arguments,
+                                      working_directory=s.working_directory or "",
+                                      environment=dict(s.environment_variables or {}),
+                                      run_as_user=s.run_as_user or "")
+        else:
+            raise DispatchError(f"service '{svc.name}' ({svc.service_type}) cannot run as a job")
+
+        ifaces = {i.id: i for i in interface_info(view)}
+        env = dict(request.env)
+        args = list(request.args)
+        stdin: ArtifactRef | bytes | None = (request.stdin_text.encode()
+                                            if request.stdin_text is not None else None)
+        mounts: list[MountInput] = []
+        for inp in request.inputs:
+            kind_, path = inp.interface_type, inp.path
+            if kind_ is None:
+                iface = ifaces.get(inp.interface_id or -1)
+                if iface is None or not iface.is_input:
+                    raise InvalidInput(f"interface {inp.interface_id} is not an input of "
+                                       f"service '{svc.name}'")
+                kind_, path = iface.interface_type, iface.path
+            artifact = inp.artifact
+            if artifact is not None and inp.data_service_id is not None:
+                artifact = await self._decrypted(inp.data_service_id, artifact)
+            if kind_ in (InterfaceType.ENV, InterfaceType.ARG):
+                text = inp.text
+                if text is None and artifact is not None:
+                    data = await asyncio.to_thread(self.artifacts.read_bytes, artifact)
+                    text = data.decode(errors="replace")
+                text = (text or "").rstrip("\n")
+                if kind_ == InterfaceType.ENV:
+                    env[path] = text
+                else:
+                    args.extend([path, text] if path.startswith("-") else [text])
+            elif kind_ == InterfaceType.STDIN:
+                stdin = artifact if artifact is not None else (inp.text or "").encode()
+            elif kind_ == InterfaceType.MOUNT:
+                if artifact is None:
+                    artifact = await asyncio.to_thread(self.artifacts.put_bytes,
+                                                       (inp.text or "").encode())
+                mounts.append(MountInput(path, artifact))
+        output_mounts = [i.path for i in ifaces.values()
+                         if i.interface_type == InterfaceType.MOUNT and i.is_output]
+        spec = JobSpec(job_id=request.job_id, target=target, env=env, args=args, stdin=stdin,
+                       input_mounts=mounts, output_mounts=output_mounts,
+                       timeout=request.timeout)
+        return spec, view
+
+    async def dispatch(self, request: JobRequest, *,
+                       on_log: LogSink | None = None) -> JobResult:
+        if self.executor is None or self.artifacts is None:
+            raise DispatchError("no executor on this node")
+        try:
+            spec, view = await self.build_spec(request)
+        except InvalidInput as exc:
+            raise DispatchError(exc.message) from None
+        except OperationFailed as exc:
+            raise DispatchError(exc.message) from None
+        result = await self.executor.run(spec, on_log=on_log)
+        aliases = {f"#{i.id}": result.outputs[i.output_key] for i in interface_info(view)
+                   if i.is_output and i.output_key in result.outputs}
+        if not aliases:
+            return result
+        return replace(result, outputs={**result.outputs, **aliases})
+
+    async def cancel(self, request: JobRequest) -> bool:
+        if self.executor is None:
+            return False
+        with contextlib.suppress(Exception):
+            return await self.executor.cancel(request.job_id)
+        return False

@@ -1,0 +1,373 @@
+"""Runs executions: the body of the flow ``run_workflow`` and of its per-node task.
+
+``flows.flow`` holds the Prefect flow and task; they call into the ``WorkflowRunner`` bound in the
+process (the node's). The runner schedules each plan node as soon as its upstream nodes have
+finished, records every job in our tables through ``orchestrator.engine``, and dispatches the job
+through ``flows.dispatch``. Prefect is imported lazily, so building a node does not pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
+from flows.dispatch import DispatchError, JobDispatcher, JobInput, JobRequest, LocalDispatcher
+from orchestrator.config import Settings
+from orchestrator.engine import ExecutionEngine, InterfaceRecord
+from orchestrator.errors import Unavailable
+from orchestrator.graph import DATA_OUTPUT, TEXT_OUTPUTS, Plan, PlanNode
+from orchestrator.models import JobExecution, WorkflowExecution
+from orchestrator.states import RunState, ServiceType
+
+log = logging.getLogger("remote_network.flows")
+
+# Prefect's own timeout is a safety net behind the executor's, which kills the job itself.
+TIMEOUT_GRACE = 60.0
+
+
+class JobFailed(Exception):
+    pass
+
+
+class JobCancelled(Exception):
+    pass
+
+
+class WorkflowFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutputs:
+    """What a finished node hands downstream: its outputs by key, as artifact references."""
+
+    node_id: int
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+
+
+# -- the runner this process's flow and task runs use -------------------------------------------
+_runner: WorkflowRunner | None = None
+
+
+def bind_runner(runner: WorkflowRunner | None) -> None:
+    """The runner that flow and task runs in this process use (the node's)."""
+    global _runner
+    _runner = runner
+
+
+def current_runner() -> WorkflowRunner:
+    """The bound runner; in a process without a node (a Prefect worker running a deployment of
+    ``run_workflow``), one built from the node settings found in the environment (RN_*)."""
+    global _runner
+    if _runner is None:
+        from orchestrator.node import Node
+
+        node = Node(Settings())
+        _runner = node.workflow_runner
+    return _runner
+
+
+# -- the runner -----------------------------------------------------------------------------------
+class WorkflowRunner:
+    def __init__(self, engine: ExecutionEngine, runtime: Any, *, local: LocalDispatcher,
+                 artifacts: Any, settings: Settings) -> None:
+        self.engine = engine
+        self.runtime = runtime
+        self.local = local
+        self.artifacts = artifacts
+        self.settings = settings
+        # Picks the dispatcher for a plan node; the network replaces it to add remote peers.
+        self.dispatcher_for: Callable[[PlanNode], JobDispatcher] = lambda _node: self.local
+        self._flows: dict[int, asyncio.Task[None]] = {}
+        self._plans: dict[int, Plan] = {}
+        self._active: dict[int, dict[int, tuple[JobDispatcher, JobRequest]]] = {}
+
+    def use_remote(self, remote: JobDispatcher) -> None:
+        """Dispatch through ``remote`` every node that runs on another peer or may take inputs
+        held by one (``remote`` runs this node's own jobs locally, after fetching those)."""
+        self.dispatcher_for = lambda node: self.local if node.local and not node.upstream \
+            else remote
+
+    # -- entry points -----------------------------------------------------------------------
+    def execute(self, workflow_id: int, *, trigger: str = "api") -> WorkflowExecution:
+        """Compile (400 when invalid), record, and start the flow run in the background."""
+        execution, plan = self.engine.create_execution(workflow_id, trigger=trigger)
+        self._start(int(execution.id or 0), plan)
+        return execution
+
+    def execute_flow_run(self, workflow_id: int, flow_run: Any) -> WorkflowExecution:
+        """Run an existing Prefect flow run (a scheduled run of a deployment) as an execution."""
+        execution, plan = self.engine.create_execution(workflow_id, trigger="schedule")
+        self._start(int(execution.id or 0), plan, flow_run=flow_run)
+        return execution
+
+    async def cancel(self, execution_id: int) -> WorkflowExecution:
+        self.engine.cancel(execution_id)
+        for dispatcher, request in list(self._active.get(execution_id, {}).values()):
+            await dispatcher.cancel(request)
+        return self.engine.execution(execution_id)
+
+    async def stop(self) -> None:
+        flows = list(self._flows.values())
+        for t in flows:
+            t.cancel()
+        await asyncio.gather(*flows, return_exceptions=True)
+
+    @property
+    def active_executions(self) -> int:
+        return len(self._flows)
+
+    # -- one flow run --------------------------------------------------------------------------
+    def _start(self, execution_id: int, plan: Plan, *, flow_run: Any = None) -> None:
+        self._plans[execution_id] = plan
+        t = asyncio.create_task(self._run(execution_id, plan, flow_run),
+                                name=f"execution-{execution_id}")
+        self._flows[execution_id] = t
+
+    async def _run(self, execution_id: int, plan: Plan, flow_run: Any) -> None:
+        try:
+            await self.runtime.wait_ready()
+            from flows.flow import run_workflow
+
+            named = run_workflow.with_options(
+                flow_run_name=f"{plan.workflow_name} #{execution_id}")
+            params = {"workflow_id": plan.workflow_id, "execution_id": execution_id}
+            if flow_run is None:
+                await named(**params)
+            else:
+                from prefect.flow_engine import run_flow_async
+
+                await run_flow_async(named, flow_run=flow_run, parameters=params)
+        except Unavailable as exc:
+            self._fail_if_open(execution_id, exc.message)
+        except (WorkflowFailed, JobFailed, JobCancelled):
+            pass
+        except asyncio.CancelledError:
+            self._fail_if_open(execution_id, "interrupted: the node is stopping")
+            raise
+        except Exception as exc:
+            log.exception("execution %s crashed", execution_id)
+            self._fail_if_open(execution_id, f"execution failed: {exc}")
+        finally:
+            self._fail_if_open(execution_id, "execution ended without a result")
+            self._flows.pop(execution_id, None)
+            self._plans.pop(execution_id, None)
+            self._active.pop(execution_id, None)
+
+    def _fail_if_open(self, execution_id: int, error: str) -> None:
+        try:
+            if self.engine.is_finished(execution_id):
+                return
+            for job in self.engine.jobs(execution_id).values():
+                if not RunState(job.status).is_terminal:
+                    self.engine.set_job(int(job.id or 0), RunState.FAILED, error=error)
+            self.engine.set_execution(execution_id, RunState.FAILED, error=error)
+        except Exception:
+            log.exception("cannot mark execution %s failed", execution_id)
+
+    async def flow_body(self, workflow_id: int, execution_id: int | None) -> dict[str, Any]:
+        if execution_id is None:
+            execution, plan = self.engine.create_execution(workflow_id, trigger="schedule")
+            execution_id = int(execution.id or 0)
+            self._plans[execution_id] = plan
+        plan = self._plans.get(execution_id) or self.engine.plan(execution_id)
+        self._plans[execution_id] = plan
+        if self.engine.is_finished(execution_id):  # cancelled before Prefect was ready
+            return {"execution_id": execution_id, "status": RunState.CANCELLED}
+        from prefect.context import get_run_context
+
+        ctx = get_run_context()
+        flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+        self.engine.set_execution(execution_id, RunState.RUNNING, prefect_flow_run_id=flow_run_id)
+        jobs = self.engine.jobs(execution_id)
+        tasks: dict[int, asyncio.Task[NodeOutputs | None]] = {}
+        for node in plan.nodes:
+            tasks[node.node_id] = asyncio.create_task(
+                self._node(execution_id, plan, node, jobs[node.node_id], tasks))
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+        if self.engine.is_finished(execution_id):
+            return {"execution_id": execution_id, "status": self.engine.execution(
+                execution_id).status}
+        final = self.engine.jobs(execution_id)
+        for node in plan.nodes:
+            job = final[node.node_id]
+            if job.status == RunState.FAILED:
+                error = f"{node.label} failed: {job.error or 'unknown error'}"
+                self.engine.set_execution(execution_id, RunState.FAILED, error=error)
+                raise WorkflowFailed(error)
+        self.engine.set_execution(execution_id, RunState.COMPLETED)
+        return {"execution_id": execution_id, "status": RunState.COMPLETED}
+
+    async def _node(self, execution_id: int, plan: Plan, node: PlanNode, job: JobExecution,
+                    tasks: dict[int, asyncio.Task[NodeOutputs | None]]) -> NodeOutputs | None:
+        job_id = int(job.id or 0)
+        upstream: list[NodeOutputs] = []
+        for up in node.upstream:
+            try:
+                result = await tasks[up]
+            except BaseException:
+                result = None
+            if result is None:
+                self._close_job(job_id, RunState.CANCELLED,
+                                f"not started: upstream {plan.node(up).label} did not complete")
+                return None
+            upstream.append(result)
+        if self.engine.is_finished(execution_id):
+            return None
+        try:
+            if node.service_type == ServiceType.DATA:
+                return await self._data_node(node, job_id)
+            from flows.flow import run_job
+
+            runnable = run_job.with_options(
+                name=node.service_name or f"service-{node.service_id}",
+                task_run_name=f"{node.service_name or node.service_id} @ {node.peer_id[:12]}",
+                retries=node.retry_count,
+                retry_delay_seconds=node.retry_delay,
+                timeout_seconds=node.timeout + TIMEOUT_GRACE,
+                tags=[f"peer:{node.peer_id}", f"service-type:{node.service_type or 'REMOTE'}"],
+                retry_condition_fn=lambda *_: not self.engine.is_finished(execution_id),
+            )
+            return await runnable(execution_id, node.node_id, upstream)
+        except JobCancelled:
+            self._close_job(job_id, RunState.CANCELLED, "cancelled")
+            return None
+        except JobFailed as exc:
+            self._close_job(job_id, RunState.FAILED, str(exc))
+            return None
+        except Exception as exc:
+            self._close_job(job_id, RunState.FAILED, str(exc) or type(exc).__name__)
+            return None
+
+    def _close_job(self, job_id: int, state: RunState, error: str) -> None:
+        job = self.engine.job(job_id)
+        if not RunState(job.status).is_terminal:
+            self.engine.set_job(job_id, state, error=error)
+
+    async def _data_node(self, node: PlanNode, job_id: int) -> NodeOutputs:
+        self.engine.set_job(job_id, RunState.RUNNING, attempt=1)
+        try:
+            ref = await self.local.data_source(node.service_id)
+        except DispatchError as exc:
+            self.engine.set_job(job_id, RunState.FAILED, error=str(exc))
+            raise JobFailed(str(exc)) from None
+        self.engine.record_interfaces(job_id, [InterfaceRecord(
+            DATA_OUTPUT, "output", path="", artifact_hash=ref.sha256, size=ref.size)])
+        self.engine.set_job(job_id, RunState.COMPLETED, exit_code=0)
+        return NodeOutputs(node.node_id, {DATA_OUTPUT: ref})
+
+    # -- one task run ----------------------------------------------------------------------------
+    async def run_node(self, execution_id: int, node_id: int,
+                       upstream: list[NodeOutputs]) -> NodeOutputs:
+        plan = self._plans.get(execution_id) or self.engine.plan(execution_id)
+        node = plan.node(node_id)
+        job = self.engine.jobs(execution_id)[node_id]
+        job_id = int(job.id or 0)
+        from prefect.context import get_run_context
+
+        ctx = get_run_context()
+        task_run = getattr(ctx, "task_run", None)
+        attempt = int(task_run.run_count) if task_run is not None else 1
+        if self.engine.is_finished(execution_id):
+            raise JobCancelled("execution cancelled")
+        job = self.engine.set_job(job_id, RunState.RUNNING, attempt=attempt, error=None,
+                                  prefect_task_run_id=str(task_run.id) if task_run else None)
+        inputs = self._inputs(plan, node, {u.node_id: u for u in upstream})
+        request = JobRequest(
+            job_id=f"rn-e{execution_id}-j{job_id}-a{attempt}", service_id=node.service_id,
+            peer_id=node.peer_id, inputs=tuple(inputs), env=dict(node.env), args=node.args,
+            stdin_text=node.stdin, entrypoint=node.entrypoint, cmd=node.cmd,
+            timeout=node.timeout,
+            wired_outputs=tuple(sorted({i.source_key for n in plan.nodes for i in n.inputs
+                                        if i.source_node_id == node_id})))
+        dispatcher = self.dispatcher_for(node)
+        self._active.setdefault(execution_id, {})[job_id] = (dispatcher, request)
+
+        def on_log(_job: str, stream: str, line: str) -> None:
+            self.engine.publish_log(job, stream, line)
+
+        try:
+            result = await dispatcher.dispatch(request, on_log=on_log)
+        except DispatchError as exc:
+            now = utcnow()
+            result = JobResult(request.job_id, JobOutcome.FAILED, None, now, now, error=str(exc))
+        finally:
+            self._active.get(execution_id, {}).pop(job_id, None)
+
+        if result.outcome is JobOutcome.COMPLETED:
+            await self._record(node, job_id, inputs, result)
+            self.engine.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code)
+            return NodeOutputs(node_id, dict(result.outputs))
+        if result.outcome is JobOutcome.CANCELLED or self.engine.is_finished(execution_id):
+            self._close_job(job_id, RunState.CANCELLED, "cancelled")
+            raise JobCancelled("cancelled")
+        if result.outcome is JobOutcome.TIMED_OUT:
+            reason = f"timed out after {node.timeout:g}s"
+        else:
+            reason = result.error or f"exit code {result.exit_code}"
+            if result.exit_code not in (None, 0) and "exit code" not in reason:
+                reason = f"exit code {result.exit_code}: {reason}"
+        if attempt > node.retry_count:
+            await self._record(node, job_id, inputs, result)
+            self.engine.set_job(job_id, RunState.FAILED, exit_code=result.exit_code,
+                                error=reason)
+        else:
+            self.engine.set_job(job_id, RunState.RUNNING, exit_code=result.exit_code,
+                                error=f"attempt {attempt} failed ({reason}); retrying")
+        raise JobFailed(reason)
+
+    @staticmethod
+    def _inputs(plan: Plan, node: PlanNode, upstream: dict[int, NodeOutputs]) -> list[JobInput]:
+        inputs = []
+        for inp in node.inputs:
+            outputs = upstream[inp.source_node_id].outputs
+            ref = outputs.get(inp.source_key)
+            if ref is None and inp.source_interface_id is not None:
+                ref = outputs.get(f"#{inp.source_interface_id}")
+            if ref is None:
+                raise JobFailed(f"upstream node {inp.source_node_id} produced no "
+                                f"{inp.source_key} output")
+            data_service = (plan.node(inp.source_node_id).service_id
+                            if inp.source_key == DATA_OUTPUT else None)
+            inputs.append(JobInput(
+                interface_id=inp.target_interface_id, interface_type=inp.target_type,
+                path=inp.target_path, artifact=ref, data_service_id=data_service))
+        return inputs
+
+    async def _record(self, node: PlanNode, job_id: int, inputs: list[JobInput],
+                      result: JobResult) -> None:
+        limit = self.settings.output_inline_limit
+        by_key = {o.key: o for o in node.outputs}
+        records = []
+        for inp in inputs:
+            ref = inp.artifact
+            records.append(InterfaceRecord(
+                inp.interface_type or "", "input", interface_id=inp.interface_id,
+                path=inp.path, value=await self._text(ref, limit, inp.interface_type),
+                artifact_hash=ref.sha256 if ref else "", size=ref.size if ref else 0))
+        for key, ref in result.outputs.items():
+            if key.startswith("#"):
+                continue
+            kind, _, path = key.partition(":")
+            out = by_key.get(key)
+            records.append(InterfaceRecord(
+                kind, "output", interface_id=out.interface_id if out else None, path=path,
+                value=await self._text(ref, limit, kind), artifact_hash=ref.sha256,
+                size=ref.size))
+        self.engine.record_interfaces(job_id, records)
+
+    async def _text(self, ref: ArtifactRef | None, limit: int, kind: str | None) -> str | None:
+        text_kinds = {*TEXT_OUTPUTS, "STDIN", "ENV", "ARG"}
+        if ref is None or kind not in text_kinds or ref.size > limit or ref.peer_id:
+            return None
+        try:
+            data: bytes = await asyncio.to_thread(self.artifacts.read_bytes, ref)
+        except Exception:
+            return None
+        return data.decode(errors="replace")
+

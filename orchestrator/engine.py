@@ -1,0 +1,295 @@
+"""The execution lifecycle in our database: execution and job rows and their state changes.
+
+Every change of state goes through ``states.check_transition``; the row is written first, then
+the event (EXECUTION_UPDATED / JOB_UPDATED) is published from the same call. Running the jobs is
+``flows``' business; this module only records what happens and answers what the plan is.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel import col, select
+
+from orchestrator.db import Database
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.events import EventBus
+from orchestrator.graph import (
+    Defaults,
+    EdgeSpec,
+    InterfaceInfo,
+    NodeSpec,
+    Plan,
+    ServiceInfo,
+    compile_plan,
+)
+from orchestrator.models import (
+    JobExecution,
+    JobExecutionInterface,
+    ServiceInterface,
+    Workflow,
+    WorkflowExecution,
+    utcnow,
+)
+from orchestrator.registry import ServiceRegistry
+from orchestrator.states import RunState, check_transition
+from orchestrator.workflows import WorkflowStore
+
+log = logging.getLogger("remote_network.engine")
+
+EXECUTION_UPDATED = "EXECUTION_UPDATED"
+JOB_UPDATED = "JOB_UPDATED"
+JOB_LOG = "JOB_LOG"
+INTERRUPTED = "interrupted: the node stopped while this execution was running"
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceRecord:
+    """One input or output of a job, as recorded in job_execution_interfaces."""
+
+    interface_type: str
+    direction: str
+    interface_id: int | None = None
+    path: str = ""
+    value: str | None = None
+    artifact_hash: str = ""
+    size: int = 0
+
+
+class ExecutionEngine:
+    def __init__(self, db: Database, bus: EventBus, *, workflows: WorkflowStore,
+                 services: ServiceRegistry, own_peer_id: str, defaults: Defaults) -> None:
+        self.db = db
+        self.bus = bus
+        self.workflows = workflows
+        self.services = services
+        self.own_peer_id = own_peer_id
+        self.defaults = defaults
+        # Known-peer check for remote workflow nodes; the network replaces it.
+        self.is_known_peer: Callable[[str], bool] = lambda _peer: False
+        self._lock = threading.Lock()
+
+    # -- compile -------------------------------------------------------------------------------
+    def _service_info(self, service_id: int) -> ServiceInfo | None:
+        try:
+            view = self.services.get(service_id)
+        except NotFound:
+            return None
+        ifaces = tuple(InterfaceInfo(int(i.id or 0), i.service_id, i.interface_type, i.path,
+                                     i.mount_function) for i in view.interfaces)
+        timeout = float(view.standalone.timeout_seconds) if view.standalone else None
+        return ServiceInfo(int(view.service.id or 0), view.service.name,
+                           view.service.service_type, ifaces, timeout)
+
+    def _interface_info(self, interface_id: int) -> InterfaceInfo | None:
+        with self.db.session() as s:
+            i = s.get(ServiceInterface, interface_id)
+            if i is None:
+                return None
+            return InterfaceInfo(int(i.id or 0), i.service_id, i.interface_type, i.path,
+                                 i.mount_function)
+
+    def compile(self, workflow_id: int) -> Plan:
+        workflow = self.workflows.get(workflow_id)
+        nodes = [NodeSpec(int(n.id or 0), n.peer_id, n.service_id, n.service_name,
+                          dict(n.config or {})) for n in self.workflows.nodes(workflow_id)]
+        edges = [EdgeSpec(int(c.id or 0), c.source_node_id, c.target_node_id,
+                          c.source_interface_id, c.target_interface_id)
+                 for c in self.workflows.connections(workflow_id)]
+        return compile_plan(workflow_id, workflow.name, nodes, edges,
+                            own_peer_id=self.own_peer_id, service=self._service_info,
+                            interface=self._interface_info, is_known_peer=self.is_known_peer,
+                            defaults=self.defaults)
+
+    # -- create ------------------------------------------------------------------------------
+    def create_execution(self, workflow_id: int, *, trigger: str = "api"
+                         ) -> tuple[WorkflowExecution, Plan]:
+        """Compile and record a new PENDING execution with one PENDING job per plan node."""
+        plan = self.compile(workflow_id)
+        execution = WorkflowExecution(workflow_id=workflow_id, status=RunState.PENDING,
+                                      plan=plan.to_dict(), trigger=trigger)
+        with self.db.session() as s:
+            s.add(execution)
+            s.flush()
+            for n in plan.nodes:
+                s.add(JobExecution(workflow_execution_id=execution.id, workflow_id=workflow_id,
+                                   node_id=n.node_id, service_id=n.service_id, peer_id=n.peer_id,
+                                   requester_peer_id=self.own_peer_id,
+                                   status=RunState.PENDING))
+            s.commit()
+            s.refresh(execution)
+        self._publish_execution(execution)
+        return execution, plan
+
+    # -- read --------------------------------------------------------------------------------
+    def execution(self, execution_id: int) -> WorkflowExecution:
+        with self.db.session() as s:
+            row = s.get(WorkflowExecution, execution_id)
+            if row is None:
+                raise NotFound("Workflow execution not found")
+            return row
+
+    def plan(self, execution_id: int) -> Plan:
+        return Plan.from_dict(self.execution(execution_id).plan)
+
+    def workflow_name(self, workflow_id: int) -> str:
+        with self.db.session() as s:
+            w = s.get(Workflow, workflow_id)
+            return w.name if w else f"workflow-{workflow_id}"
+
+    def jobs(self, execution_id: int) -> dict[int, JobExecution]:
+        """The execution's jobs by workflow node id."""
+        with self.db.session() as s:
+            rows = s.exec(select(JobExecution)
+                          .where(JobExecution.workflow_execution_id == execution_id)
+                          .order_by(col(JobExecution.id)))
+            return {int(j.node_id or 0): j for j in rows}
+
+    def job(self, job_id: int) -> JobExecution:
+        with self.db.session() as s:
+            row = s.get(JobExecution, job_id)
+            if row is None:
+                raise NotFound("Job execution not found")
+            return row
+
+    def job_interface(self, job_id: int, row_id: int) -> JobExecutionInterface:
+        with self.db.session() as s:
+            row = s.get(JobExecutionInterface, row_id)
+            if row is None or row.job_execution_id != job_id:
+                raise NotFound("Job execution interface not found")
+            return row
+
+    # -- state changes -----------------------------------------------------------------------
+    def set_execution(self, execution_id: int, state: RunState, *, error: str | None = None,
+                      prefect_flow_run_id: str | None = None) -> WorkflowExecution:
+        with self._lock, self.db.session() as s:
+            row = s.get(WorkflowExecution, execution_id)
+            if row is None:
+                raise NotFound("Workflow execution not found")
+            row.status = check_transition(row.status, state)
+            now = utcnow()
+            if state is RunState.RUNNING and row.started_at is None:
+                row.started_at = now
+            if state.is_terminal:
+                row.completed_at = now
+                if state is RunState.COMPLETED:
+                    row.progress = 100
+            if error is not None:
+                row.error = error
+            if prefect_flow_run_id is not None:
+                row.prefect_flow_run_id = prefect_flow_run_id
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+        self._publish_execution(row)
+        return row
+
+    def set_prefect_flow_run(self, execution_id: int, flow_run_id: str) -> None:
+        with self._lock, self.db.session() as s:
+            row = s.get(WorkflowExecution, execution_id)
+            if row is not None:
+                row.prefect_flow_run_id = flow_run_id
+                s.add(row)
+                s.commit()
+
+    def set_job(self, job_id: int, state: RunState, **fields: Any) -> JobExecution:
+        """Move a job to ``state`` (fields: attempt, exit_code, error, prefect_task_run_id)."""
+        with self._lock, self.db.session() as s:
+            row = s.get(JobExecution, job_id)
+            if row is None:
+                raise NotFound("Job execution not found")
+            row.status = check_transition(row.status, state)
+            now = utcnow()
+            if state is RunState.RUNNING and row.started_at is None:
+                row.started_at = now
+            if state.is_terminal:
+                row.completed_at = now
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+            execution = None
+            if state.is_terminal and row.workflow_execution_id is not None:
+                execution = self._update_progress(s, row.workflow_execution_id)
+            s.commit()
+            s.refresh(row)
+        self._publish_job(row)
+        if execution is not None and execution.status == RunState.RUNNING:
+            self._publish_execution(execution)
+        return row
+
+    @staticmethod
+    def _update_progress(s: Any, execution_id: int) -> WorkflowExecution | None:
+        s.flush()
+        jobs = list(s.exec(select(JobExecution)
+                           .where(JobExecution.workflow_execution_id == execution_id)))
+        execution = s.get(WorkflowExecution, execution_id)
+        if execution is None or not jobs:
+            return None
+        done = sum(1 for j in jobs if RunState(j.status).is_terminal)
+        execution.progress = int(100 * done / len(jobs))
+        s.add(execution)
+        return execution
+
+    def record_interfaces(self, job_id: int, records: list[InterfaceRecord]) -> None:
+        with self.db.session() as s:
+            for r in records:
+                s.add(JobExecutionInterface(job_execution_id=job_id, interface_id=r.interface_id,
+                                            interface_type=r.interface_type,
+                                            direction=r.direction, path=r.path, value=r.value,
+                                            artifact_hash=r.artifact_hash, size=r.size))
+            s.commit()
+
+    def cancel(self, execution_id: int) -> list[JobExecution]:
+        """Mark the execution and its unfinished jobs CANCELLED; returns the jobs that were
+        RUNNING (their processes are for the caller to stop). 409 when already finished."""
+        with self._lock, self.db.session() as s:
+            row = s.get(WorkflowExecution, execution_id)
+            if row is None:
+                raise NotFound("Workflow execution not found")
+            if RunState(row.status).is_terminal:
+                raise Conflict(f"Execution {execution_id} already finished ({row.status})")
+        running = [j for j in self.jobs(execution_id).values() if j.status == RunState.RUNNING]
+        self.set_execution(execution_id, RunState.CANCELLED, error="cancelled")
+        for job in self.jobs(execution_id).values():
+            if not RunState(job.status).is_terminal:
+                self.set_job(int(job.id or 0), RunState.CANCELLED, error="cancelled")
+        return running
+
+    def is_finished(self, execution_id: int) -> bool:
+        return RunState(self.execution(execution_id).status).is_terminal
+
+    def recover_interrupted(self) -> int:
+        """Executions left RUNNING or PENDING by a node that died: FAILED ("interrupted")."""
+        unfinished = (RunState.PENDING, RunState.RUNNING)
+        with self.db.session() as s:
+            ids = [e.id for e in s.exec(select(WorkflowExecution)
+                                        .where(col(WorkflowExecution.status).in_(unfinished)))]
+            job_ids = [j.id for j in s.exec(select(JobExecution)
+                                            .where(col(JobExecution.status).in_(unfinished)))]
+        for job_id in job_ids:
+            self.set_job(int(job_id or 0), RunState.FAILED, error=INTERRUPTED)
+        for execution_id in ids:
+            self.set_execution(int(execution_id or 0), RunState.FAILED, error=INTERRUPTED)
+        if ids:
+            log.warning("marked %d interrupted execution(s) FAILED", len(ids))
+        return len(ids)
+
+    # -- events ------------------------------------------------------------------------------
+    def _publish_execution(self, e: WorkflowExecution) -> None:
+        self.bus.publish(EXECUTION_UPDATED, {
+            "execution_id": e.id, "workflow_id": e.workflow_id, "status": e.status,
+            "progress": e.progress, "error": e.error})
+
+    def _publish_job(self, j: JobExecution) -> None:
+        self.bus.publish(JOB_UPDATED, {
+            "job_id": j.id, "execution_id": j.workflow_execution_id, "node_id": j.node_id,
+            "workflow_id": j.workflow_id, "status": j.status, "attempt": j.attempt,
+            "exit_code": j.exit_code, "error": j.error})
+
+    def publish_log(self, job: JobExecution, stream: str, line: str) -> None:
+        self.bus.publish(JOB_LOG, {"job_id": job.id, "execution_id": job.workflow_execution_id,
+                                   "node_id": job.node_id, "stream": stream, "line": line})

@@ -1,0 +1,317 @@
+"""The executing side of remote jobs: the ``job_run`` and ``job_cancel`` message handlers.
+
+``job_run`` (from a peer orchestrating a workflow) is refused, with a message that says why, when
+the requester is blacklisted, the request is malformed, or the service does not exist here or is
+not ACTIVE. Otherwise the job gets a job_execution row of its own here (``requester_peer_id`` =
+the requester, no workflow of ours), its inputs are fetched from whichever peer holds them (by
+hash, checked), and it runs on this node's executor under a job id of ours (``rn-remote-<row>``);
+its state changes and log lines go back as ``event`` frames while it runs, and the answer is the
+JobResult with outputs held here (see ``flows.remote`` for the wire form).
+
+A DATA service as a job: its file is decrypted here into a plain artifact, answered as ``DATA``
+and ``STDOUT`` (and the ``#<interface id>`` aliases), for a requester that is not blacklisted.
+The passphrase never leaves this node.
+
+``job_cancel`` (only from the peer that asked for the job) stops the container or process; a
+requester whose connection goes away has its running jobs stopped as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from executors.base import ArtifactRef, JobOutcome, JobResult, one_line, utcnow
+from flows.dispatch import DispatchError, JobRequest, LocalDispatcher, interface_info
+from flows.remote import (
+    JOB_CANCEL,
+    JOB_RUN,
+    WireError,
+    request_from_wire,
+    result_to_wire,
+)
+from network.peer_errors import PeerClosed, PeerError, RequestRejected
+from orchestrator.db import Database
+from orchestrator.errors import NotFound
+from orchestrator.events import EventBus
+from orchestrator.graph import DATA_OUTPUT
+from orchestrator.models import JobExecution, JobExecutionInterface
+from orchestrator.registry import ServiceRegistry, ServiceView
+from orchestrator.states import RunState, ServiceStatus, ServiceType, check_transition
+
+log = logging.getLogger("remote_network.remote_jobs")
+
+JOB_UPDATED = "JOB_UPDATED"
+Fetch = Callable[[ArtifactRef], Awaitable[ArtifactRef]]
+
+
+@dataclass
+class _Job:
+    request: JobRequest  # with our own job id
+    row_id: int
+    task: asyncio.Task[JobResult] | None = None
+    cancel_requested: bool = False
+
+
+class _Events:
+    """Event frames to the requester, in order, from sync callbacks (log lines) and async code."""
+
+    def __init__(self, incoming: Any, on_gone: Callable[[], None]) -> None:
+        self._incoming = incoming
+        self._on_gone = on_gone
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._pump = asyncio.ensure_future(self._run())
+
+    def put(self, data: dict[str, Any]) -> None:
+        self._queue.put_nowait(data)
+
+    async def _run(self) -> None:
+        while (data := await self._queue.get()) is not None:
+            try:
+                await self._incoming.emit(data)
+            except PeerClosed:
+                self._on_gone()
+                return
+
+    async def close(self) -> None:
+        """Send what is queued (bounded), then stop."""
+        self._queue.put_nowait(None)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await asyncio.shield(self._pump)
+        self._pump.cancel()
+
+
+class RemoteJobs:
+    def __init__(self, transport: Any, *, registry: ServiceRegistry, local: LocalDispatcher,
+                 fetch: Fetch, db: Database, is_blacklisted: Callable[[str], bool],
+                 bus: EventBus | None = None) -> None:
+        self.transport = transport
+        self.registry = registry
+        self.local = local
+        self.fetch = fetch
+        self.db = db
+        self.is_blacklisted = is_blacklisted
+        self.bus = bus
+        self._running: dict[tuple[str, str], _Job] = {}
+
+    @property
+    def own_peer_id(self) -> str:
+        return str(self.transport.peer_id)
+
+    def register(self) -> None:
+        self.transport.register(JOB_RUN, self._on_run)
+        self.transport.register(JOB_CANCEL, self._on_cancel)
+        self.transport.on_disconnected.append(self._requester_gone)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    # -- job_run -------------------------------------------------------------------------------
+    def _service(self, service_id: int) -> ServiceView:
+        try:
+            view = self.registry.get(service_id)
+        except NotFound:
+            raise RequestRejected(f"service {service_id} does not exist on this node") from None
+        svc = view.service
+        if svc.status != ServiceStatus.ACTIVE:
+            raise RequestRejected(f"service '{svc.name}' ({service_id}) is not ACTIVE "
+                                  f"({svc.status})")
+        if svc.service_type not in (ServiceType.DOCKER, ServiceType.STANDALONE,
+                                    ServiceType.DATA):
+            raise RequestRejected(f"service '{svc.name}' ({svc.service_type}) cannot run as a "
+                                  "job")
+        return view
+
+    async def _on_run(self, incoming: Any) -> dict[str, Any]:
+        requester = str(incoming.peer_id)
+        if self.is_blacklisted(requester):
+            raise RequestRejected(f"peer {requester} is blacklisted on this node; its job "
+                                  "requests are refused")
+        try:
+            request = request_from_wire(incoming.data, peer_id=self.own_peer_id)
+        except WireError as exc:
+            raise RequestRejected(f"bad job request: {exc}") from None
+        view = self._service(request.service_id)
+        key = (requester, request.job_id)
+        if key in self._running:
+            raise RequestRejected(f"job {request.job_id} is already running on this node")
+        row_id = self._new_row(request.service_id, requester)
+        job = _Job(replace(request, job_id=f"rn-remote-{row_id}"), row_id)
+        self._running[key] = job
+        events = _Events(incoming, lambda: self._stop_soon(job, "the requester went away"))
+        try:
+            self._set(row_id, RunState.RUNNING, attempt=1)
+            events.put({"event": "state", "status": RunState.RUNNING,
+                        "job_execution_id": row_id})
+            job.task = asyncio.ensure_future(self._work(view, job.request, events, row_id))
+            try:
+                result = await job.task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not job.cancel_requested or (current is not None and current.cancelling()):
+                    self._close(row_id, RunState.FAILED, "interrupted: this node is stopping")
+                    raise
+                result = _failed(job.request, utcnow(), "cancelled by the requester",
+                                 JobOutcome.CANCELLED)
+            if job.cancel_requested and result.outcome is JobOutcome.FAILED \
+                    and result.exit_code is None:
+                result = replace(result, outcome=JobOutcome.CANCELLED)
+            self._finish(job, result)
+            events.put({"event": "state", "status": _state(result.outcome),
+                        "job_execution_id": row_id})
+        finally:
+            self._running.pop(key, None)
+            await events.close()
+        # The requester knows the job by its own id.
+        return result_to_wire(replace(result, job_id=request.job_id), self.own_peer_id,
+                              job_execution_id=row_id)
+
+    async def _work(self, view: ServiceView, request: JobRequest, events: _Events,
+                    row_id: int) -> JobResult:
+        started = utcnow()
+        inputs = []
+        for inp in request.inputs:
+            ref = inp.artifact
+            if ref is not None and ref.peer_id not in ("", self.own_peer_id):
+                try:
+                    inp = replace(inp, artifact=await self.fetch(ref))
+                except PeerError as exc:
+                    return _failed(request, started,
+                                   f"cannot fetch input {ref.sha256[:12]}: {exc}")
+            elif ref is not None:
+                inp = replace(inp, artifact=replace(ref, peer_id=""))
+            inputs.append(inp)
+        request = replace(request, inputs=tuple(inputs))
+        self._record_inputs(row_id, request)
+        if view.service.service_type == ServiceType.DATA:
+            return await self._data_job(view, request, started)
+
+        def on_log(job_id: str, stream: str, line: str) -> None:
+            events.put({"event": "log", "stream": stream, "line": line})
+
+        try:
+            return await self.local.dispatch(request, on_log=on_log)
+        except DispatchError as exc:
+            return _failed(request, started, str(exc))
+
+    async def _data_job(self, view: ServiceView, request: JobRequest,
+                        started: dt.datetime) -> JobResult:
+        service_id = int(view.service.id or 0)
+        try:
+            encrypted = await self.local.data_source(service_id)
+            plain = await self.local.decrypt_data(service_id, encrypted)
+        except DispatchError as exc:
+            return _failed(request, started, str(exc))
+        outputs = {DATA_OUTPUT: plain, "STDOUT": plain}
+        outputs.update({f"#{i.id}": plain for i in interface_info(view)})
+        return JobResult(request.job_id, JobOutcome.COMPLETED, 0, started, utcnow(), outputs)
+
+    # -- job_cancel ----------------------------------------------------------------------------
+    async def _on_cancel(self, incoming: Any) -> dict[str, Any]:
+        job = self._running.get((str(incoming.peer_id), str(incoming.data.get("job_id"))))
+        if job is None:
+            return {"cancelled": False}
+        await self._stop(job)
+        return {"cancelled": True}
+
+    async def _stop(self, job: _Job) -> None:
+        job.cancel_requested = True
+        if not await self.local.cancel(job.request) and job.task is not None:
+            job.task.cancel()  # not in the executor yet (fetching inputs): stop that instead
+
+    def _stop_soon(self, job: _Job, why: str) -> None:
+        log.info("stopping remote job %s: %s", job.request.job_id, why)
+        task = asyncio.ensure_future(self._stop(job))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _requester_gone(self, peer_id: str) -> None:
+        for (requester, _), job in list(self._running.items()):
+            if requester == peer_id:
+                self._stop_soon(job, f"the connection to {peer_id} closed")
+
+    # -- records -------------------------------------------------------------------------------
+    def _new_row(self, service_id: int, requester: str) -> int:
+        with self.db.session() as s:
+            row = JobExecution(service_id=service_id, peer_id=self.own_peer_id,
+                               requester_peer_id=requester, status=RunState.PENDING)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+        self._publish(row)
+        return int(row.id or 0)
+
+    def _set(self, row_id: int, state: RunState, **fields: Any) -> None:
+        with self.db.session() as s:
+            row = s.get(JobExecution, row_id)
+            if row is None:
+                return
+            row.status = check_transition(row.status, state)
+            now = utcnow()
+            if state is RunState.RUNNING and row.started_at is None:
+                row.started_at = now
+            if state.is_terminal:
+                row.completed_at = now
+            for key, value in fields.items():
+                setattr(row, key, value)
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+        self._publish(row)
+
+    def _close(self, row_id: int, state: RunState, error: str) -> None:
+        with contextlib.suppress(Exception):
+            self._set(row_id, state, error=error)
+
+    def _finish(self, job: _Job, result: JobResult) -> None:
+        with self.db.session() as s:
+            for key, ref in result.outputs.items():
+                if key.startswith("#"):
+                    continue
+                kind, _, path = key.partition(":")
+                s.add(JobExecutionInterface(job_execution_id=job.row_id, interface_type=kind,
+                                            direction="output", path=path,
+                                            artifact_hash=ref.sha256, size=ref.size))
+            s.commit()
+        state = _state(result.outcome)
+        error = None if state is RunState.COMPLETED else (
+            result.error or f"exit code {result.exit_code}")
+        with contextlib.suppress(Exception):
+            self._set(job.row_id, state, exit_code=result.exit_code, error=error)
+
+    def _record_inputs(self, row_id: int, request: JobRequest) -> None:
+        with self.db.session() as s:
+            for inp in request.inputs:
+                ref = inp.artifact
+                s.add(JobExecutionInterface(
+                    job_execution_id=row_id, interface_id=inp.interface_id,
+                    interface_type=inp.interface_type or "", direction="input", path=inp.path,
+                    value=inp.text, artifact_hash=ref.sha256 if ref else "",
+                    size=ref.size if ref else 0))
+            s.commit()
+
+    def _publish(self, j: JobExecution) -> None:
+        if self.bus is not None:
+            self.bus.publish(JOB_UPDATED, {
+                "job_id": j.id, "execution_id": None, "node_id": None, "workflow_id": None,
+                "status": j.status, "attempt": j.attempt, "exit_code": j.exit_code,
+                "error": j.error, "requester_peer_id": j.requester_peer_id})
+
+
+def _state(outcome: JobOutcome) -> RunState:
+    if outcome is JobOutcome.COMPLETED:
+        return RunState.COMPLETED
+    if outcome is JobOutcome.CANCELLED:
+        return RunState.CANCELLED
+    return RunState.FAILED
+
+
+def _failed(request: JobRequest, started: dt.datetime, error: str,
+            outcome: JobOutcome = JobOutcome.FAILED) -> JobResult:
+    return JobResult(request.job_id, outcome, None, started, utcnow(), {}, one_line(error))

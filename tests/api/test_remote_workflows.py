@@ -1,0 +1,289 @@
+"""Workflows whose nodes run on other peers: real node processes on 127.0.0.1, real QUIC, real
+Docker and real processes. Only the orchestrating node A runs Prefect; B and C only execute."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import ssl
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.sync.client import connect
+
+from tests.support.node_process import ApiClient, NodeProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+WAIT = 180.0  # Prefect starting beside A on a loaded 2-core machine
+FAST = {"RN_DHT_REFRESH_SECONDS": "1"}  # the peers find each other in seconds
+NO_PREFECT = {**FAST, "RN_PREFECT_WARMUP": "false"}
+
+
+class Mesh:
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        self.nodes = nodes
+        self.clients = [n.client() for n in nodes]
+        self.peer_ids = [c.get("/api/node/status").json()["peer_id"] for c in self.clients]
+
+
+def _each(nodes: list[NodeProcess], action: str) -> None:
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(lambda n: getattr(n, action)(), nodes))
+
+
+def wait_for_peers(client: ApiClient, expected: set[str], *, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        seen = {p["peer_id"] for p in client.get("/api/peers").json()["peers"]}
+        if expected <= seen:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"peers {expected - seen} not listed within {limit}s")
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """A orchestrates (with Prefect); B and C bootstrap from A and only execute jobs."""
+    root: Path = tmp_path_factory.mktemp("remote-mesh")
+    a = NodeProcess(root / "a", env=FAST)
+    others = [NodeProcess(root / name, env=NO_PREFECT,
+                          extra_args=["--bootstrap", f"127.0.0.1:{a.dht_port}"])
+              for name in ("b", "c")]
+    m: Mesh | None = None
+    try:
+        _each([a, *others], "start")
+        m = Mesh([a, *others])
+        for i, client in enumerate(m.clients):
+            wait_for_peers(client, set(m.peer_ids) - {m.peer_ids[i]})
+        yield m
+    finally:
+        if m is not None:
+            for c in m.clients:
+                c.close()
+        _each([a, *others], "stop")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def interfaces(c: ApiClient, sid: int) -> dict[str, int]:
+    listed = c.get(f"/api/services/{sid}/interfaces").json()["interfaces"]
+    return {(i["path"] or i["interface_type"]): i["id"] for i in listed}
+
+
+def sh_service(c: ApiClient, name: str, script: str) -> tuple[int, dict[str, int]]:
+    r = c.post("/api/services/standalone/from-local", json={
+        "service_name": name, "executable_path": "/bin/sh", "arguments": ["-c", script],
+        "custom_interfaces": [{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]})
+    assert r.status_code in (200, 201), r.text
+    sid = int(r.json()["service"]["id"])
+    return sid, interfaces(c, sid)
+
+
+def make_workflow(c: ApiClient, name: str, nodes: list[tuple[str, int, dict[str, Any]]],
+                  edges: list[tuple[int, int, int, int]]) -> tuple[int, list[int]]:
+    """Nodes as (peer id, service id, config); edges as (src, src iface, dst, dst iface)."""
+    wf = c.post("/api/workflows", json={"name": name}).json()["id"]
+    ids = []
+    for peer_id, service_id, config in nodes:
+        r = c.post(f"/api/workflows/{wf}/nodes", json={"service_id": service_id,
+                                                      "peer_id": peer_id, "config": config})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    for src, src_if, dst, dst_if in edges:
+        r = c.post(f"/api/workflows/{wf}/connections", json={
+            "source_node_id": ids[src], "source_interface_id": src_if,
+            "target_node_id": ids[dst], "target_interface_id": dst_if})
+        assert r.status_code == 201, r.text
+    return wf, ids
+
+
+def execute(c: ApiClient, wf: int) -> int:
+    r = c.post(f"/api/workflows/{wf}/execute")
+    assert r.status_code == 202, r.text
+    return int(r.json()["execution_id"])
+
+
+def wait_done(c: ApiClient, execution_id: int, timeout: float = WAIT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = c.get(f"/api/workflow-executions/{execution_id}/status").json()
+        if status["status"] in TERMINAL:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"execution {execution_id} not finished: {status}")
+
+
+def jobs_by_node(c: ApiClient, execution_id: int) -> dict[int, dict[str, Any]]:
+    jobs = c.get(f"/api/workflow-executions/{execution_id}/jobs").json()["jobs"]
+    return {j["node_id"]: j for j in jobs}
+
+
+def outputs(c: ApiClient, job_id: int) -> dict[str, dict[str, Any]]:
+    items = c.get(f"/api/job-executions/{job_id}/interfaces").json()["interfaces"]
+    return {i["interface_type"]: i for i in items if i["direction"] == "output"}
+
+
+def job_rows(node: NodeProcess) -> list[dict[str, Any]]:
+    """The job records of a node that only executes (no workflow of its own lists them)."""
+    with contextlib.closing(sqlite3.connect(node.data_dir / "node.db")) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM job_executions ORDER BY id")]
+
+
+@contextlib.contextmanager
+def websocket(client: ApiClient) -> Iterator[Any]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with connect(client.ws_url(), ssl=ctx, open_timeout=10) as ws:
+        yield ws
+
+
+def drain(ws: Any, *, limit: float = 2.0) -> list[dict[str, Any]]:
+    messages = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            messages.append(json.loads(ws.recv(timeout=max(deadline - time.monotonic(),
+                                                           0.05))))
+        except TimeoutError:
+            break
+    return messages
+
+
+# -- tests --------------------------------------------------------------------------------------
+@pytest.mark.docker
+def test_workflow_across_three_peers(mesh: Mesh, registry: Any) -> None:
+    """A's source -> B's Docker stage -> C's standalone stage -> the result on A."""
+    a, b, c = mesh.clients
+    pa, pb, pc = mesh.peer_ids
+    src = sh_service(a, "mesh-source", "printf 'hello mesh\\n'")
+    image, _, tag = registry.image.rpartition(":")
+    r = b.post("/api/services/docker/from-registry", json={
+        "service_name": "mesh-upper", "image_name": image, "image_tag": tag or "latest",
+        "custom_interfaces": [{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]})
+    assert r.status_code in (200, 201, 202), r.text
+    upper = int(r.json()["service"]["id"])
+    upper_if = interfaces(b, upper)
+    rev = sh_service(c, "mesh-rev", "rev; echo rev-done >&2")
+    wf, ids = make_workflow(
+        a, "across-peers",
+        [(pa, src[0], {}), (pb, upper, {"cmd": ["tr", "a-z", "A-Z"]}), (pc, rev[0], {})],
+        [(0, src[1]["STDOUT"], 1, upper_if["STDIN"]),
+         (1, upper_if["STDOUT"], 2, rev[1]["STDIN"])])
+
+    with websocket(a) as ws:
+        eid = execute(a, wf)
+        status = wait_done(a, eid)
+        events = drain(ws)
+    jobs = jobs_by_node(a, eid)
+    assert status["status"] == "COMPLETED", (status, jobs)
+    final = outputs(a, jobs[ids[2]]["id"])["STDOUT"]
+    assert final["value"] == "HSEM OLLEH\n"  # fetched back to A, byte for byte
+    assert [jobs[i]["peer_id"] for i in ids] == [pa, pb, pc]
+
+    logs = [e["payload"] for e in events if e["type"] == "JOB_LOG"]
+    # C's log line reached A's WebSocket, as a JOB_LOG of A's job for that node.
+    assert any(p["job_id"] == jobs[ids[2]]["id"] and p["line"] == "rev-done" for p in logs), logs
+
+    for node, service in ((mesh.nodes[1], upper), (mesh.nodes[2], rev[0])):
+        rows = [r for r in job_rows(node) if r["service_id"] == service]
+        assert [(r["requester_peer_id"], r["status"]) for r in rows] == [(pa, "COMPLETED")]
+
+
+def test_killed_executing_peer_fails_its_job_naming_it(mesh: Mesh, tmp_path: Path) -> None:
+    a = mesh.clients[0]
+    pa = mesh.peer_ids[0]
+    d = NodeProcess(tmp_path / "d", env=NO_PREFECT,
+                    extra_args=["--bootstrap", f"127.0.0.1:{mesh.nodes[0].dht_port}"])
+    pid_file = tmp_path / "sleeper.pid"
+    sleeper: int | None = None
+    try:
+        d.start()
+        dc = d.client()
+        pd = dc.get("/api/node/status").json()["peer_id"]
+        wait_for_peers(a, {pd})
+        wait_for_peers(dc, {pa})
+        sid, _ = sh_service(dc, "sleeper", f"echo $$ > {pid_file}; exec sleep 120")
+        dc.close()
+        wf, ids = make_workflow(a, "dies-midway", [(pd, sid, {"retry_count": 0})], [])
+        eid = execute(a, wf)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and not (pid_file.exists()
+                                                   and pid_file.read_text().strip()):
+            assert a.get(f"/api/workflow-executions/{eid}/status").json()["status"] \
+                not in TERMINAL
+            time.sleep(0.2)
+        sleeper = int(pid_file.read_text())
+        d.kill()
+        status = wait_done(a, eid, timeout=60)  # far below the job's 300 s timeout
+        job = jobs_by_node(a, eid)[ids[0]]
+        assert status["status"] == "FAILED"
+        assert job["status"] == "FAILED" and pd in job["error"], job
+        assert pd in status["error"]
+    finally:
+        d.stop()
+        if sleeper is not None:  # the job's process outlives its killed node
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sleeper, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sleeper, signal.SIGKILL)
+
+
+def test_cancelling_an_execution_stops_its_remote_job(mesh: Mesh, tmp_path: Path) -> None:
+    a, b, _ = mesh.clients
+    pb = mesh.peer_ids[1]
+    pid_file = tmp_path / "cancel.pid"
+    sid, _ = sh_service(b, "cancel-me", f"echo $$ > {pid_file}; exec sleep 120")
+    wf, _ = make_workflow(a, "cancelled-remotely", [(pb, sid, {})], [])
+    eid = execute(a, wf)
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and not (pid_file.exists()
+                                               and pid_file.read_text().strip()):
+        time.sleep(0.2)
+    pid = int(pid_file.read_text())
+    try:
+        r = a.post(f"/api/workflow-executions/{eid}/cancel")
+        assert r.status_code == 200, r.text
+        assert wait_done(a, eid)["status"] == "CANCELLED"
+        deadline = time.monotonic() + 30
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = [row for row in job_rows(mesh.nodes[1]) if row["service_id"] == sid]
+            if rows and rows[0]["status"] in TERMINAL:
+                break
+            time.sleep(0.2)
+        assert [row["status"] for row in rows] == ["CANCELLED"]
+        with pytest.raises(ProcessLookupError):  # the process on B is gone
+            os.kill(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_blacklisted_requester_is_refused(mesh: Mesh) -> None:
+    a, b, _ = mesh.clients
+    pa, pb, _ = mesh.peer_ids
+    sid, _ = sh_service(b, "refuses-a", "cat")
+    wf, ids = make_workflow(a, "refused", [(pb, sid, {})], [])
+    r = b.post("/api/blacklist", json={"peer_id": pa, "reason": "test"})
+    assert r.status_code in (200, 201), r.text
+    try:
+        eid = execute(a, wf)
+        status = wait_done(a, eid)
+        job = jobs_by_node(a, eid)[ids[0]]
+        assert status["status"] == "FAILED"
+        assert job["status"] == "FAILED" and pb in job["error"], job
+        assert not [row for row in job_rows(mesh.nodes[1]) if row["service_id"] == sid]
+    finally:
+        assert b.delete(f"/api/blacklist/{pa}").status_code == 200

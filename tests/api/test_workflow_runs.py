@@ -1,0 +1,352 @@
+"""Workflows run end to end over HTTPS against a real node: Prefect, real processes, real Docker."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.node_process import ApiClient, NodeProcess
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+# Prefect starts beside each node; on a loaded 2-core machine that can take a while.
+WAIT = 240.0
+
+
+@pytest.fixture(scope="module")
+def wf_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    node = NodeProcess(tmp_path_factory.mktemp("wfnode"),
+                       env={"RN_SCHEDULE_POLL_SECONDS": "0.5"}).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def api(wf_node: NodeProcess) -> Iterator[ApiClient]:
+    c = wf_node.client()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def sh_service(c: ApiClient, name: str, script: str,
+               interfaces: list[dict[str, str]] | None = None) -> tuple[int, dict[str, int]]:
+    """A standalone service running ``/bin/sh -c script``; returns (id, interface ids)."""
+    ifaces = interfaces or [{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]
+    r = c.post("/api/services/standalone/from-local", json={
+        "service_name": name, "executable_path": "/bin/sh", "arguments": ["-c", script],
+        "custom_interfaces": ifaces})
+    assert r.status_code in (200, 201), r.text
+    sid = r.json()["service"]["id"]
+    listed = c.get(f"/api/services/{sid}/interfaces").json()["interfaces"]
+    return sid, {(i["path"] or i["interface_type"]): i["id"] for i in listed}
+
+
+def make_workflow(c: ApiClient, name: str, nodes: list[tuple[int, dict[str, Any]]],
+                  edges: list[tuple[int, int, int, int]]) -> tuple[int, list[int]]:
+    """Nodes as (service id, config); edges as (src index, src iface, dst index, dst iface)."""
+    wf = c.post("/api/workflows", json={"name": name}).json()["id"]
+    ids = []
+    for service_id, config in nodes:
+        r = c.post(f"/api/workflows/{wf}/nodes", json={"service_id": service_id,
+                                                      "config": config})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    for src, src_if, dst, dst_if in edges:
+        r = c.post(f"/api/workflows/{wf}/connections", json={
+            "source_node_id": ids[src], "source_interface_id": src_if,
+            "target_node_id": ids[dst], "target_interface_id": dst_if})
+        assert r.status_code == 201, r.text
+    return wf, ids
+
+
+def execute(c: ApiClient, wf: int) -> int:
+    r = c.post(f"/api/workflows/{wf}/execute")
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["message"] == ("Workflow execution started - validation and execution in "
+                               "progress")
+    assert body["workflow_id"] == wf and "note" in body
+    return int(body["execution_id"])
+
+
+def wait_done(c: ApiClient, execution_id: int, timeout: float = WAIT) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = c.get(f"/api/workflow-executions/{execution_id}/status").json()
+        if status["status"] in TERMINAL:
+            return status
+        time.sleep(0.2)
+    raise AssertionError(f"execution {execution_id} not finished: {status}")
+
+
+def jobs_by_node(c: ApiClient, execution_id: int) -> dict[int, dict[str, Any]]:
+    jobs = c.get(f"/api/workflow-executions/{execution_id}/jobs").json()["jobs"]
+    return {j["node_id"]: j for j in jobs}
+
+
+def wait_job_running(c: ApiClient, execution_id: int, node_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        job = jobs_by_node(c, execution_id)[node_id]
+        if job["status"] == "RUNNING":
+            return job
+        assert job["status"] == "PENDING", job
+        time.sleep(0.2)
+    raise AssertionError("job never started")
+
+
+def outputs(c: ApiClient, job_id: int) -> dict[str, dict[str, Any]]:
+    items = c.get(f"/api/job-executions/{job_id}/interfaces").json()["interfaces"]
+    return {i["interface_type"]: i for i in items if i["direction"] == "output"}
+
+
+def test_three_stage_pipeline_output_byte_for_byte(api: ApiClient) -> None:
+    gen = sh_service(api, "gen", "printf 'hello, workflow\\nsecond line\\n'")
+    upper = sh_service(api, "upper", "tr a-z A-Z")
+    count = sh_service(api, "count", "wc -c")
+    wf, ids = make_workflow(api, "pipeline", [(gen[0], {}), (upper[0], {}), (count[0], {})], [
+        (0, gen[1]["STDOUT"], 1, upper[1]["STDIN"]),
+        (1, upper[1]["STDOUT"], 2, count[1]["STDIN"])])
+    eid = execute(api, wf)
+    status = wait_done(api, eid)
+    assert status["status"] == "COMPLETED", status
+    assert status["progress"] == 100 and status["error"] is None
+    jobs = jobs_by_node(api, eid)
+    assert all(j["status"] == "COMPLETED" and j["exit_code"] == 0 for j in jobs.values())
+    assert all(j["prefect_task_run_id"] for j in jobs.values())
+    assert outputs(api, jobs[ids[1]]["id"])["STDOUT"]["value"] == "HELLO, WORKFLOW\nSECOND LINE\n"
+    final = outputs(api, jobs[ids[2]]["id"])["STDOUT"]
+    assert final["value"].strip() == str(len("hello, workflow\nsecond line\n"))
+    assert final["interface_id"] == count[1]["STDOUT"]
+    # The same bytes through the download endpoint.
+    body = api.get(f"/api/job-executions/{jobs[ids[2]]['id']}/interfaces/{final['id']}/content")
+    assert body.status_code == 200 and body.content.decode() == final["value"]
+    # Observed through the workflow's execution instances, with the Prefect flow run id.
+    instances = api.get(f"/api/workflows/{wf}/execution-instances").json()["executions"]
+    assert [e["id"] for e in instances] == [eid]
+    assert instances[0]["prefect_flow_run_id"]
+
+
+def test_large_output_is_not_inline_but_downloadable(api: ApiClient) -> None:
+    big = sh_service(api, "big", "head -c 100000 /dev/zero | tr '\\0' x")
+    wf, ids = make_workflow(api, "big-output", [(big[0], {})], [])
+    eid = execute(api, wf)
+    assert wait_done(api, eid)["status"] == "COMPLETED"
+    job = jobs_by_node(api, eid)[ids[0]]
+    out = outputs(api, job["id"])["STDOUT"]
+    assert out["value"] is None and out["size"] == 100000
+    body = api.get(f"/api/job-executions/{job['id']}/interfaces/{out['id']}/content")
+    assert body.content == b"x" * 100000
+
+
+def test_diamond_branches_overlap(api: ApiClient) -> None:
+    src = sh_service(api, "src", "printf abc")
+    left = sh_service(api, "left", "sleep 2; tr a-z A-Z")
+    right = sh_service(api, "right", "sleep 2; rev")
+    join = sh_service(api, "join", "cat l r", [
+        {"interface_type": "MOUNT", "path": "/l", "mount_function": "INPUT"},
+        {"interface_type": "MOUNT", "path": "/r", "mount_function": "INPUT"},
+        {"interface_type": "STDOUT"}])
+    wf, ids = make_workflow(
+        api, "diamond", [(src[0], {}), (left[0], {}), (right[0], {}), (join[0], {})],
+        [(0, src[1]["STDOUT"], 1, left[1]["STDIN"]), (0, src[1]["STDOUT"], 2, right[1]["STDIN"]),
+         (1, left[1]["STDOUT"], 3, join[1]["/l"]), (2, right[1]["STDOUT"], 3, join[1]["/r"])])
+    eid = execute(api, wf)
+    assert wait_done(api, eid)["status"] == "COMPLETED"
+    jobs = jobs_by_node(api, eid)
+    a, b = jobs[ids[1]], jobs[ids[2]]
+    # Each branch started before the other ended (timestamps from the records).
+    assert a["started_at"] < b["completed_at"] and b["started_at"] < a["completed_at"]
+    assert outputs(api, jobs[ids[3]]["id"])["STDOUT"]["value"] == "ABCcba\n" or \
+        outputs(api, jobs[ids[3]]["id"])["STDOUT"]["value"] == "ABCcba"
+
+
+def test_failing_middle_node(api: ApiClient) -> None:
+    gen = sh_service(api, "gen-f", "echo data")
+    boom = sh_service(api, "boom", "echo broken >&2; exit 7")
+    after = sh_service(api, "after", "cat")
+    wf, ids = make_workflow(api, "fails", [(gen[0], {}), (boom[0], {}), (after[0], {})], [
+        (0, gen[1]["STDOUT"], 1, boom[1]["STDIN"]),
+        (1, boom[1]["STDOUT"], 2, after[1]["STDIN"])])
+    eid = execute(api, wf)
+    status = wait_done(api, eid)
+    assert status["status"] == "FAILED"
+    assert f"node {ids[1]} (boom)" in status["error"] and "exit code 7" in status["error"]
+    jobs = jobs_by_node(api, eid)
+    assert jobs[ids[0]]["status"] == "COMPLETED"
+    assert jobs[ids[1]]["status"] == "FAILED" and jobs[ids[1]]["exit_code"] == 7
+    assert outputs(api, jobs[ids[1]]["id"])["STDERR"]["value"] == "broken\n"
+    assert jobs[ids[2]]["status"] == "CANCELLED" and jobs[ids[2]]["started_at"] is None
+
+
+def test_retry_succeeds_on_second_attempt(api: ApiClient, tmp_path: Path) -> None:
+    marker = tmp_path / "tried"
+    flaky = sh_service(api, "flaky", f"if [ -f {marker} ]; then echo ok; "
+                                     f"else touch {marker}; exit 3; fi")
+    wf, ids = make_workflow(api, "retry", [(flaky[0], {"retry_count": 1})], [])
+    eid = execute(api, wf)
+    assert wait_done(api, eid)["status"] == "COMPLETED"
+    job = jobs_by_node(api, eid)[ids[0]]
+    assert job["attempt"] == 2 and job["status"] == "COMPLETED"
+    assert outputs(api, job["id"])["STDOUT"]["value"] == "ok\n"
+
+
+def test_timeout_fails_the_node(api: ApiClient) -> None:
+    slow = sh_service(api, "slow", "sleep 30")
+    wf, ids = make_workflow(api, "timeout", [(slow[0], {"timeout": 1})], [])
+    eid = execute(api, wf)
+    status = wait_done(api, eid)
+    assert status["status"] == "FAILED" and "timed out after 1s" in status["error"]
+    assert jobs_by_node(api, eid)[ids[0]]["status"] == "FAILED"
+
+
+def test_cancel_stops_the_running_process(api: ApiClient, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    slow = sh_service(api, "sleeper", f"echo $$ > {pidfile}; exec sleep 60")
+    after = sh_service(api, "after-cancel", "cat")
+    wf, ids = make_workflow(api, "cancel", [(slow[0], {}), (after[0], {})],
+                            [(0, slow[1]["STDOUT"], 1, after[1]["STDIN"])])
+    eid = execute(api, wf)
+    wait_job_running(api, eid, ids[0])
+    deadline = time.monotonic() + 30
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = int(pidfile.read_text())
+    r = api.post(f"/api/workflow-executions/{eid}/cancel")
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "message": "Execution cancelled", "status": "CANCELLED"}
+    assert wait_done(api, eid)["status"] == "CANCELLED"
+    deadline = time.monotonic() + 20
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+    jobs = jobs_by_node(api, eid)
+    assert {j["status"] for j in jobs.values()} == {"CANCELLED"}
+    assert jobs[ids[1]]["started_at"] is None
+    again = api.post(f"/api/workflow-executions/{eid}/cancel")
+    assert again.status_code == 409 and "error" in again.json()
+    assert api.post("/api/workflow-executions/999999/cancel").status_code == 404
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and ") Z " not in stat.read_text()
+
+
+def test_rejections_name_the_culprit(api: ApiClient) -> None:
+    one = sh_service(api, "loop-a", "cat")
+    two = sh_service(api, "loop-b", "cat")
+    wf, ids = make_workflow(api, "cycle", [(one[0], {}), (two[0], {})], [
+        (0, one[1]["STDOUT"], 1, two[1]["STDIN"]), (1, two[1]["STDOUT"], 0, one[1]["STDIN"])])
+    r = api.post(f"/api/workflows/{wf}/execute")
+    assert r.status_code == 400
+    assert "cycle" in r.json()["error"] and f"node {ids[0]}" in r.json()["error"]
+    empty = api.post("/api/workflows", json={"name": "empty"}).json()["id"]
+    r = api.post(f"/api/workflows/{empty}/execute")
+    assert r.status_code == 400 and "no nodes" in r.json()["error"]
+    wf2, _ = make_workflow(api, "out-to-out", [(one[0], {}), (two[0], {})],
+                              [(0, one[1]["STDOUT"], 1, two[1]["STDOUT"])])
+    r = api.post(f"/api/workflows/{wf2}/execute")
+    assert r.status_code == 400 and "is an output" in r.json()["error"]
+    assert api.post("/api/workflows/999999/execute").status_code == 404
+    assert api.post("/api/workflows/abc/execute").status_code == 400
+
+
+def test_schedule_produces_a_run(api: ApiClient) -> None:
+    hello = sh_service(api, "scheduled", "echo scheduled")
+    wf, ids = make_workflow(api, "scheduled", [(hello[0], {})], [])
+    bad = api.post(f"/api/workflows/{wf}/schedules", json={"cron": "not a cron"})
+    assert bad.status_code == 400 and "cron" in bad.json()["error"]
+    r = api.post(f"/api/workflows/{wf}/schedules", json={"cron": "* * * * *"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["message"] == "Schedule created successfully"
+    schedule = body["schedule"]
+    assert schedule["cron"] == "* * * * *" and schedule["timezone"] == "UTC"
+    assert schedule["active"] is True and schedule["workflow_id"] == wf
+    listed = api.get(f"/api/workflows/{wf}/schedules").json()
+    assert listed["total"] == 1 and listed["schedules"][0]["id"] == schedule["id"]
+    # Trigger the deployment now rather than wait for the minute.
+    deadline = time.monotonic() + WAIT
+    run = api.post(f"/api/workflows/{wf}/schedules/{schedule['id']}/run")
+    while run.status_code == 503 and time.monotonic() < deadline:  # Prefect still starting
+        time.sleep(1)
+        run = api.post(f"/api/workflows/{wf}/schedules/{schedule['id']}/run")
+    assert run.status_code == 202, run.text
+    done: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not done:
+        items = api.get(f"/api/workflows/{wf}/execution-instances").json()["executions"]
+        done = [e for e in items if e["trigger"] == "schedule" and e["status"] in TERMINAL]
+        time.sleep(0.3)
+    assert done and done[0]["status"] == "COMPLETED", done
+    assert done[0]["prefect_flow_run_id"]
+    job = jobs_by_node(api, done[0]["id"])[ids[0]]
+    assert outputs(api, job["id"])["STDOUT"]["value"] == "scheduled\n"
+    r = api.delete(f"/api/workflows/{wf}/schedules/{schedule['id']}")
+    assert r.json() == {"message": "Schedule deleted successfully"}
+    assert api.get(f"/api/workflows/{wf}/schedules").json()["total"] == 0
+    assert api.delete(f"/api/workflows/{wf}/schedules/{schedule['id']}").status_code == 404
+
+
+@pytest.mark.docker
+def test_docker_stage_with_mount_between_stages(api: ApiClient, registry: Any) -> None:
+    image, _, tag = registry.image.rpartition(":")
+    r = api.post("/api/services/docker/from-registry", json={
+        "service_name": "box-writer", "image_name": image, "image_tag": tag or "latest",
+        "custom_interfaces": [{"interface_type": "STDIN"},
+                              {"interface_type": "MOUNT", "path": "/out",
+                               "mount_function": "OUTPUT"}]})
+    assert r.status_code in (200, 201, 202), r.text
+    sid = r.json()["service"]["id"]
+    listed = api.get(f"/api/services/{sid}/interfaces").json()["interfaces"]
+    box = {(i["path"] or i["interface_type"]): i["id"] for i in listed}
+    src = sh_service(api, "words", "printf 'from the host'")
+    reader = sh_service(api, "reader", "cat in/result.txt", [
+        {"interface_type": "MOUNT", "path": "/in", "mount_function": "INPUT"},
+        {"interface_type": "STDOUT"}])
+    wf, ids = make_workflow(
+        api, "docker-mount",
+        [(src[0], {}), (sid, {"cmd": ["sh", "-c", "tr a-z A-Z > /out/result.txt"]}),
+         (reader[0], {})],
+        [(0, src[1]["STDOUT"], 1, box["STDIN"]), (1, box["/out"], 2, reader[1]["/in"])])
+    eid = execute(api, wf)
+    status = wait_done(api, eid)
+    assert status["status"] == "COMPLETED", (status, jobs_by_node(api, eid))
+    jobs = jobs_by_node(api, eid)
+    assert outputs(api, jobs[ids[2]]["id"])["STDOUT"]["value"] == "FROM THE HOST"
+    mount = outputs(api, jobs[ids[1]]["id"])["MOUNT"]
+    assert mount["path"] == "/out" and mount["interface_id"] == box["/out"]
+
+
+def test_kill_mid_run_marks_execution_interrupted(fresh_node: NodeProcess) -> None:
+    fresh_node.start()
+    c = fresh_node.client()
+    try:
+        slow = sh_service(c, "long", "sleep 60")
+        wf, ids = make_workflow(c, "interrupted", [(slow[0], {})], [])
+        eid = execute(c, wf)
+        wait_job_running(c, eid, ids[0])
+    finally:
+        c.close()
+    fresh_node.kill()
+    fresh_node.start()
+    c = fresh_node.client()
+    try:
+        status = c.get(f"/api/workflow-executions/{eid}/status").json()
+        assert status["status"] == "FAILED" and "interrupted" in status["error"]
+        job = jobs_by_node(c, eid)[ids[0]]
+        assert job["status"] == "FAILED" and "interrupted" in job["error"]
+    finally:
+        c.close()

@@ -1,0 +1,150 @@
+"""The artifact store: content addressing, atomic writes, deterministic tars, safe unpacking."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from executors.artifacts import ArtifactError, ArtifactMissing, ArtifactStore, UnsafeArchive
+from executors.base import ArtifactKind
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ArtifactStore:
+    return ArtifactStore(tmp_path / "artifacts")
+
+
+def test_put_bytes_is_content_addressed(store: ArtifactStore) -> None:
+    data = b"hello artifacts\n"
+    ref = store.put_bytes(data)
+    assert ref.sha256 == hashlib.sha256(data).hexdigest()
+    assert ref.size == len(data) and ref.kind == ArtifactKind.FILE
+    assert store.has(ref.sha256)
+    assert store.read_bytes(ref) == data
+    assert store.path(ref.sha256) == store.root / ref.sha256[:2] / ref.sha256
+    # Same bytes, same artifact; nothing left in the temp area.
+    assert store.put_bytes(data) == ref
+    assert list(store.tmp_dir.iterdir()) == []
+    assert store.verify(ref)
+
+
+def test_put_file_streams_large_file(store: ArtifactStore, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    data = os.urandom(3 * (1 << 20) + 17)
+    src.write_bytes(data)
+    ref = store.put_file(src)
+    assert ref.sha256 == hashlib.sha256(data).hexdigest() and ref.size == len(data)
+    with store.open(ref) as f:
+        assert f.read() == data
+
+
+def test_missing_and_bad_digests(store: ArtifactStore) -> None:
+    assert not store.has("0" * 64)
+    assert not store.has("../../etc/passwd")
+    with pytest.raises(ArtifactMissing):
+        store.read_bytes("0" * 64)
+    with pytest.raises(ArtifactError):
+        store.path("../../etc/passwd")
+
+
+def test_aborted_write_leaves_nothing(store: ArtifactStore) -> None:
+    with pytest.raises(RuntimeError), store.writer() as w:
+        w.write(b"partial")
+        raise RuntimeError("boom")
+    assert list(store.tmp_dir.iterdir()) == []
+    assert not store.has(hashlib.sha256(b"partial").hexdigest())
+
+
+def _tree(root: Path) -> None:
+    (root / "sub" / "deep").mkdir(parents=True)
+    (root / "a.txt").write_text("A")
+    (root / "sub" / "b.txt").write_text("BB")
+    (root / "sub" / "deep" / "run.sh").write_text("#!/bin/sh\n")
+    (root / "sub" / "deep" / "run.sh").chmod(0o755)
+    (root / "link").symlink_to("sub/b.txt")
+
+
+def test_put_dir_is_deterministic_and_roundtrips(store: ArtifactStore, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    _tree(one)
+    _tree(two)
+    os.utime(two / "a.txt", (1, 1))
+    ref1, ref2 = store.put_dir(one), store.put_dir(two)
+    assert ref1.kind == ArtifactKind.TAR
+    assert ref1 == ref2
+    out = tmp_path / "out"
+    store.extract_tar(ref1, out)
+    assert (out / "a.txt").read_text() == "A"
+    assert (out / "sub" / "b.txt").read_text() == "BB"
+    assert os.access(out / "sub" / "deep" / "run.sh", os.X_OK)
+    assert os.readlink(out / "link") == "sub/b.txt"
+    (two / "a.txt").write_text("changed")
+    assert store.put_dir(two) != ref1
+
+
+def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _member(name: str, type_: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.linkname = linkname
+    return info
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([(_member("/etc/evil"), b"x")], "absolute path"),
+        ([(_member("../evil"), b"x")], "'..'"),
+        ([(_member("a/../../evil"), b"x")], "'..'"),
+        ([(_member("ln", tarfile.SYMTYPE, "/etc/passwd"), None)], "absolute path"),
+        ([(_member("d/ln", tarfile.SYMTYPE, "../../x"), None)], "outside"),
+        ([(_member("hl", tarfile.LNKTYPE, "../x"), None)], "outside"),
+        ([(_member("dev", tarfile.CHRTYPE), None)], "device"),
+        ([(_member("fifo", tarfile.FIFOTYPE), None)], "device"),
+    ],
+)
+def test_extract_rejects_unsafe_members(store: ArtifactStore, tmp_path: Path,
+                                        members: list, message: str) -> None:
+    ref = store.put_bytes(_tar(*members), kind=ArtifactKind.TAR)
+    dest = tmp_path / "dest"
+    with pytest.raises(UnsafeArchive, match=message):
+        store.extract_tar(ref, dest)
+    assert list(dest.iterdir()) == []
+    assert not (tmp_path / "evil").exists()
+
+
+def test_extract_rejects_escape_through_symlinked_dir(store: ArtifactStore, tmp_path: Path) -> None:
+    # "p" -> "." makes "p/x" really "x", so "p/x/y" -> "../../z" really points at "../z".
+    ref = store.put_bytes(_tar(
+        (_member("x", tarfile.DIRTYPE), None),
+        (_member("p", tarfile.SYMTYPE, "."), None),
+        (_member("p/x/y", tarfile.SYMTYPE, "../../z"), None),
+    ), kind=ArtifactKind.TAR)
+    dest = tmp_path / "dest"
+    with pytest.raises(UnsafeArchive):
+        store.extract_tar(ref, dest)
+    assert not (tmp_path / "z").exists()
+
+
+def test_extract_rejects_garbage(store: ArtifactStore, tmp_path: Path) -> None:
+    ref = store.put_bytes(b"not a tar at all" * 100, kind=ArtifactKind.TAR)
+    with pytest.raises(ArtifactError, match="not a valid tar"):
+        store.extract_tar(ref, tmp_path / "dest")

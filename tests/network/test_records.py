@@ -1,0 +1,181 @@
+"""Signed peer records: encoding, verification, sequence order, size cap. No sockets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from network.identity import Identity
+from network.records import (
+    MAGIC,
+    MAX_RECORD_BYTES,
+    BadSignature,
+    MalformedRecord,
+    NatFacts,
+    PeerIdMismatch,
+    PeerRecord,
+    RecordBook,
+    RecordError,
+    RecordTooLarge,
+    StaleRecord,
+    capabilities_from_summary,
+    decode_record,
+    encode_record,
+    next_seq,
+)
+
+
+def make_record(identity: Identity, *, seq: int = 1, **changes: object) -> PeerRecord:
+    fields: dict[str, object] = {
+        "peer_id": identity.peer_id,
+        "public_key": identity.public_key_hex,
+        "seq": seq,
+        "timestamp": 1_700_000_000.5,
+        "dht_node_id": "ab" * 20,
+        "quic_addresses": (("127.0.0.1", 30070),),
+        "api_port": 30069,
+        "is_relay": True,
+        "nat": NatFacts(behind_nat=True, nat_type="restricted", using_relay=True,
+                        connected_relay_id="cd" * 20),
+        "capabilities": {"platform": "linux", "cpu_cores": 4, "gpu_count": 0},
+        "files_count": 2,
+        "apps_count": 3,
+        "topic": "remote-network-mesh",
+    }
+    fields.update(changes)
+    return PeerRecord(**fields)  # type: ignore[arg-type]
+
+
+def split(value: bytes) -> tuple[bytes, bytes]:
+    return value[len(MAGIC):len(MAGIC) + 64], value[len(MAGIC) + 64:]
+
+
+def test_round_trip_keeps_every_field() -> None:
+    me = Identity.generate()
+    record = make_record(me)
+    decoded = decode_record(encode_record(record, me), expected_peer_id=me.peer_id)
+    assert decoded == record
+
+
+def test_body_is_canonical_json() -> None:
+    me = Identity.generate()
+    _sig, body = split(encode_record(make_record(me), me))
+    doc = json.loads(body)
+    assert body == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    assert doc["peer_id"] == me.peer_id and doc["v"] == 1
+
+
+def test_forged_signature_is_refused() -> None:
+    me, forger = Identity.generate(), Identity.generate()
+    value = encode_record(make_record(me), me)
+    _sig, body = split(value)
+    forged = MAGIC + forger.sign(body) + body
+    with pytest.raises(BadSignature):
+        decode_record(forged)
+
+
+def test_tampered_body_is_refused() -> None:
+    me = Identity.generate()
+    value = encode_record(make_record(me, files_count=2), me)
+    tampered = value.replace(b'"files_count":2', b'"files_count":9')
+    assert tampered != value
+    with pytest.raises(BadSignature):
+        decode_record(tampered)
+
+
+def test_peer_id_must_match_the_key() -> None:
+    me, other = Identity.generate(), Identity.generate()
+    # A body claiming another peer's id, validly signed by our own key.
+    record = make_record(me, peer_id=other.peer_id)
+    body = json.dumps(record.body(), sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(PeerIdMismatch):
+        decode_record(MAGIC + me.sign(body) + body)
+
+
+def test_record_under_another_peers_key_is_refused() -> None:
+    me, other = Identity.generate(), Identity.generate()
+    value = encode_record(make_record(me), me)
+    with pytest.raises(PeerIdMismatch):
+        decode_record(value, expected_peer_id=other.peer_id)
+
+
+def test_cannot_sign_another_peers_record() -> None:
+    me, other = Identity.generate(), Identity.generate()
+    with pytest.raises(RecordError):
+        encode_record(make_record(other), me)
+
+
+@pytest.mark.parametrize("value", [b"", b"junk", MAGIC + b"x" * 64 + b"{not json",
+                                   MAGIC + b"x" * 64 + b'{"v":2}', "a string", 42])
+def test_malformed_values_are_refused(value: object) -> None:
+    with pytest.raises(MalformedRecord):
+        decode_record(value)
+
+
+def test_oversize_record_is_refused_both_ways() -> None:
+    me = Identity.generate()
+    big = make_record(me, capabilities={"pad": "x" * MAX_RECORD_BYTES})
+    with pytest.raises(RecordTooLarge):
+        encode_record(big, me)
+    body = json.dumps(big.body(), sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(RecordTooLarge):
+        decode_record(MAGIC + me.sign(body) + body)
+
+
+def test_a_typical_record_is_well_under_the_cap() -> None:
+    me = Identity.generate()
+    assert len(encode_record(make_record(me), me)) < MAX_RECORD_BYTES // 2
+
+
+def test_record_book_refuses_older_sequence() -> None:
+    me = Identity.generate()
+    book = RecordBook()
+    newer = encode_record(make_record(me, seq=5), me)
+    older = encode_record(make_record(me, seq=4), me)
+    assert book.accept(newer).seq == 5
+    with pytest.raises(StaleRecord):
+        book.accept(older)
+    assert book.latest_seq(me.peer_id) == 5
+
+
+def test_record_book_accepts_repeats_but_not_a_rewrite_of_the_same_sequence() -> None:
+    me = Identity.generate()
+    book = RecordBook()
+    value = encode_record(make_record(me, seq=7), me)
+    book.accept(value)
+    assert book.accept(value).seq == 7
+    rewrite = encode_record(make_record(me, seq=7, apps_count=99), me)
+    with pytest.raises(StaleRecord):
+        book.accept(rewrite)
+    assert book.accept(encode_record(make_record(me, seq=8), me)).seq == 8
+
+
+def test_record_book_check_does_not_remember() -> None:
+    me = Identity.generate()
+    book = RecordBook()
+    book.check(encode_record(make_record(me, seq=9), me))
+    assert book.latest_seq(me.peer_id) is None
+    assert book.accept(encode_record(make_record(me, seq=3), me)).seq == 3
+
+
+def test_next_seq_grows_across_restarts_and_same_millisecond() -> None:
+    first = next_seq(0, 1000.0)
+    assert first == 1_000_000
+    assert next_seq(first, 1000.0) == first + 1
+    # A restarted node (last = 0) still moves past what it published before.
+    assert next_seq(0, 1001.0) > first
+
+
+def test_capabilities_from_summary_has_the_full_shape() -> None:
+    caps = capabilities_from_summary({"platform": "linux", "architecture": "amd64",
+                                      "cpu_cores": 8, "total_memory_mb": 16000,
+                                      "has_docker": True, "gpu_count": 2,
+                                      "gpu_memory_mb": 48000})
+    assert set(caps) == {"platform", "architecture", "kernel_version", "cpu_model", "cpu_cores",
+                         "cpu_threads", "total_memory_mb", "available_memory_mb",
+                         "total_disk_mb", "available_disk_mb", "has_docker", "docker_version",
+                         "has_python", "python_version", "gpus"}
+    assert caps["cpu_cores"] == 8 and caps["has_docker"] is True
+    assert [g["memory_mb"] for g in caps["gpus"]] == [24000, 24000]
+    assert caps["kernel_version"] == "" and caps["gpus"][0]["uuid"] == ""
