@@ -194,4 +194,6 @@ def ws_search_handler(transport: PeerTransport,
         await search_peers(transport, peers, query, reply,
                            search_id=str(search_id) if search_id else None)
 
+    # The WebSocket runs it beside the socket's later messages, not before them.
+    handle.runs_in_background = True  # type: ignore[attr-defined]
     return handle

@@ -39,7 +39,8 @@ from orchestrator.workflows import WorkflowStore
 
 log = logging.getLogger("remote_network.node")
 
-# An inbound WebSocket message handler: (payload, reply) -> None.
+# An inbound WebSocket message handler: (payload, reply) -> None. Handled in order, one at a
+# time per socket, unless the handler has ``runs_in_background = True`` (e.g. a search).
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 WsHandler = Callable[[dict[str, Any], Reply], Awaitable[None]]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import socket
 import ssl
@@ -59,6 +60,28 @@ class _Server(uvicorn.Server):
                     transport.abort()
 
 
+class RedactTokens(logging.Filter):
+    """Keeps JWTs passed as ``?token=`` (the WebSocket) out of the server's log lines."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in (record.args if isinstance(record.args, tuple)
+                                          else (record.args,)))
+        if isinstance(record.msg, str) and "token=" in record.msg:
+            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
+
+
+def redact_server_logs() -> None:
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
 class StartupError(Exception):
     pass
 
@@ -95,6 +118,7 @@ async def run_node(settings: Settings) -> bool:
                                ssl_version=ssl.PROTOCOL_TLS_SERVER, **common)),
         _Server(uvicorn.Config(app, **common)),
     ]
+    redact_server_logs()  # after the Configs, which set up uvicorn's logging
     await node.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -40,16 +40,19 @@ async def websocket(ws: WebSocket) -> None:
         async with send_lock:
             await ws.send_json(message)
 
+    background: set[asyncio.Task[None]] = set()
     async with node.bus.subscribe() as sub:
         pump = asyncio.create_task(_pump(sub, send))
         try:
-            await _receive(ws, node, send)
+            await _receive(ws, node, send, background)
         except WebSocketDisconnect:
             pass
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+            for task in (pump, *background):
+                task.cancel()
+            for task in (pump, *background):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 async def _pump(sub: Any, send: Any) -> None:
@@ -71,7 +74,8 @@ async def _receive_frame(ws: WebSocket) -> str:
     return bytes(message.get("bytes") or b"").decode("utf-8", errors="replace")
 
 
-async def _receive(ws: WebSocket, node: Node, send: Any) -> None:
+async def _receive(ws: WebSocket, node: Node, send: Any,
+                   background: set[asyncio.Task[None]]) -> None:
     while True:
         raw = await _receive_frame(ws)
         if len(raw) > MAX_MESSAGE_BYTES:
@@ -94,10 +98,21 @@ async def _receive(ws: WebSocket, node: Node, send: Any) -> None:
         if handler is None:
             await send(error_message(f"Unsupported message type '{kind}'", request_type=kind))
             continue
-        try:
-            await handler(payload, send)
-        except DomainError as exc:
-            await send(error_message(exc.message, request_type=kind))
-        except Exception:
-            log.exception("WebSocket handler for %s failed", kind)
+        if getattr(handler, "runs_in_background", False):
+            # Long requests (a search across peers) must not hold up the messages after them.
+            task = asyncio.create_task(_handle(handler, kind, payload, send))
+            background.add(task)
+            task.add_done_callback(background.discard)
+        else:
+            await _handle(handler, kind, payload, send)
+
+
+async def _handle(handler: Any, kind: str, payload: dict[str, Any], send: Any) -> None:
+    try:
+        await handler(payload, send)
+    except DomainError as exc:
+        await send(error_message(exc.message, request_type=kind))
+    except Exception:
+        log.exception("WebSocket handler for %s failed", kind)
+        with contextlib.suppress(Exception):
             await send(error_message("Internal error", request_type=kind))

@@ -173,9 +173,18 @@ def test_a_peer_that_never_answers_costs_its_timeout_and_is_reported(mesh: Mesh)
     _search(a, {"query": "nothing-matches"})
     frozen.signal(signal.SIGSTOP)
     try:
-        results, done = _search(a, {"query": "search-resize", "timeout": 1.5})
+        with _ws(a) as ws:
+            ws.send(json.dumps({"type": "SERVICE_SEARCH",
+                                "payload": {"query": "search-resize", "timeout": 1.5}}))
+            # The socket keeps answering while the search waits on the frozen peer.
+            ws.send("not json")
+            messages = _collect(ws, "SERVICE_SEARCH_COMPLETE")
     finally:
         frozen.signal(signal.SIGCONT)
+    kinds = [m["type"] for m in messages]
+    assert "ERROR" in kinds and kinds.index("ERROR") < kinds.index("SERVICE_SEARCH_COMPLETE")
+    results = [m["payload"] for m in messages if m["type"] == "SERVICE_SEARCH_RESULT"]
+    done = messages[-1]["payload"]
     assert {r["peer_id"] for r in results} == {pb}
     assert done["peers_asked"] == 2 and done["peers_answered"] == 1
     [error] = done["errors"]

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.support.node_process import ApiClient
+from tests.support.node_process import ApiClient, NodeProcess
 
 TIMEOUT = 20.0
 
@@ -150,3 +150,12 @@ async def test_abrupt_disconnects_do_not_disturb_others(client: ApiClient) -> No
                        json={"name": "renamed"})
             await next_of(fresh, "WORKFLOW_UPDATED", {"workflow_id": wf["id"]})
         await next_of(steady, "WORKFLOW_UPDATED", {"workflow_id": wf["id"]})
+
+
+async def test_token_in_the_url_never_reaches_the_log(node_proc: NodeProcess,
+                                                      client: ApiClient) -> None:
+    async with ws_connect(client) as ws:
+        await ws.send("{}")
+        await next_of(ws, "ERROR")
+    assert client.token and "WebSocket /api/ws?token=[redacted]" in node_proc.log()
+    assert client.token not in node_proc.log()

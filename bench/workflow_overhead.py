@@ -1,0 +1,227 @@
+"""Orchestration overhead of workflow executions, against plain Prefect tasks in the same run.
+
+Two workflows of no-op standalone jobs run through a real node, built in this process (``Node``
+with its Prefect server and embedded PostgreSQL beside it, as ``remote-network start`` runs it),
+started with the runner behind ``POST /api/workflows/{id}/execute``:
+
+- chain: 20 ``/bin/cat`` jobs, STDOUT -> STDIN, the first fed from its ``stdin`` config, so a
+  line of data moves through every job;
+- fan-out: one source (``/bin/echo``) whose STDOUT feeds the STDIN of 32 ``/bin/cat`` branches
+  (33 jobs, two levels).
+
+The baseline is the same jobs as plain Prefect tasks calling ``subprocess.run`` (in a thread, so
+the branches overlap) in one async flow, against the same Prefect API, in the same run.
+
+A job's run time is the time around the thing that runs it: the node's executor call for ours,
+``subprocess.run`` for the baseline. Per-job overhead = (total - sum of job run times) / jobs.
+Printed per shape: median total, job time, per-job overhead for both, and the ratio of the totals.
+Goals: per-job overhead under 25 ms, ratio at most 1.3, and the fan-out within twice its critical
+path, i.e. total < 2 x (slowest source job + slowest branch job + 2 x the chain's per-job
+overhead).
+
+    .venv/bin/python bench/workflow_overhead.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from orchestrator.config import Settings  # noqa: E402
+from orchestrator.node import Node  # noqa: E402
+from orchestrator.standalone_services import RunConfig  # noqa: E402
+from tests.support.node_process import free_port, free_udp_port  # noqa: E402
+
+CHAIN = 20
+WIDTH = 32
+OVERHEAD_GOAL_MS = 25.0
+RATIO_GOAL = 1.3
+
+
+@dataclass
+class Run:
+    total: float
+    jobs: list[float] = field(default_factory=list)
+
+    @property
+    def overhead(self) -> float:
+        return (self.total - sum(self.jobs)) / len(self.jobs)
+
+
+async def start_node(data_dir: Path) -> Node:
+    settings = Settings(data_dir=data_dir, api_host="127.0.0.1", api_port=free_port(),
+                        http_port=free_port(), p2p_host="127.0.0.1", quic_port=free_udp_port(),
+                        dht_port=free_udp_port(), log_level="WARNING")
+    node = Node(settings)
+    await node.start()
+    await node.prefect.wait_ready()
+    return node
+
+
+def service(node: Node, name: str, executable: str, *args: str) -> tuple[int, dict[str, int]]:
+    view, _ = node.standalone.create_from_local(
+        name=name, description="", config=RunConfig(
+            executable_path=executable, arguments=list(args),
+            custom_interfaces=[{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]))
+    return int(view.service.id or 0), {i.interface_type: int(i.id or 0) for i in view.interfaces}
+
+
+def workflow(node: Node, name: str, nodes: list[tuple[int, dict[str, Any]]],
+             edges: list[tuple[int, int, int, int]]) -> int:
+    """Nodes as (service id, config); edges as (src index, src iface, dst index, dst iface)."""
+    wf = int(node.workflows.create(name).id or 0)
+    ids = [int(node.workflows.add_node(wf, service_id=sid, config=config).id or 0)
+           for sid, config in nodes]
+    for src, src_if, dst, dst_if in edges:
+        node.workflows.add_connection(wf, {
+            "source_node_id": ids[src], "source_interface_id": src_if,
+            "target_node_id": ids[dst], "target_interface_id": dst_if})
+    return wf
+
+
+class JobClock:
+    """Times every executor call of the node (the job's run time, as the node sees it)."""
+
+    def __init__(self, node: Node) -> None:
+        self.times: list[float] = []
+        inner = node.executor.run
+
+        async def timed(spec: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await inner(spec, **kwargs)
+            finally:
+                self.times.append(time.perf_counter() - t)
+
+        node.executor.run = timed  # type: ignore[method-assign]
+
+
+async def run_ours(node: Node, clock: JobClock, wf: int) -> Run:
+    clock.times.clear()
+    runner = node.workflow_runner
+    t = time.perf_counter()
+    execution = runner.execute(wf)
+    await runner._flows[int(execution.id or 0)]
+    total = time.perf_counter() - t
+    status = node.engine.execution(int(execution.id or 0)).status
+    if status != "COMPLETED":
+        raise SystemExit(f"execution {execution.id} ended {status}: "
+                         f"{node.engine.execution(int(execution.id or 0)).error}")
+    return Run(total, list(clock.times))
+
+
+def baseline_flows() -> tuple[Any, Any, list[float]]:
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    times: list[float] = []
+
+    def run(argv: list[str], data: bytes | None) -> bytes:
+        t = time.perf_counter()
+        out = subprocess.run(argv, input=data, capture_output=True, check=True).stdout
+        times.append(time.perf_counter() - t)
+        return out
+
+    @task(name="job", cache_policy=NO_CACHE, persist_result=False)
+    async def job(argv: list[str], data: bytes | None) -> bytes:
+        return await asyncio.to_thread(run, argv, data)
+
+    @flow(name="baseline-chain", persist_result=False, validate_parameters=False)
+    async def chain(n: int) -> bytes:
+        data = b"hello, workflow\n"
+        for _ in range(n):
+            data = await job(["/bin/cat"], data)
+        return data
+
+    @flow(name="baseline-fan-out", persist_result=False, validate_parameters=False)
+    async def fan_out(width: int) -> list[bytes]:
+        src = await job(["/bin/echo", "hello, workflow"], None)
+        return list(await asyncio.gather(*(job(["/bin/cat"], src) for _ in range(width))))
+
+    return chain, fan_out, times
+
+
+async def run_baseline(flow_fn: Any, arg: int, times: list[float]) -> Run:
+    times.clear()
+    t = time.perf_counter()
+    await flow_fn(arg)
+    return Run(time.perf_counter() - t, list(times))
+
+
+def med(runs: list[Run], what: str) -> float:
+    return statistics.median(getattr(r, what) if what != "jobs" else sum(r.jobs) for r in runs)
+
+
+def report(name: str, jobs: int, ours: list[Run], base: list[Run]) -> dict[str, float]:
+    o_total, b_total = med(ours, "total"), med(base, "total")
+    o_over, b_over = med(ours, "overhead"), med(base, "overhead")
+    ratio = o_total / b_total
+    spread = f"{min(r.total for r in ours) * 1000:.0f}..{max(r.total for r in ours) * 1000:.0f}"
+    print(f"\n{name} ({jobs} jobs), median of {len(ours)} rounds")
+    print(f"  node:     total {o_total * 1000:8.1f} ms (spread {spread} ms), "
+          f"job time {med(ours, 'jobs') * 1000:7.1f} ms, overhead {o_over * 1000:6.2f} ms/job")
+    print(f"  baseline: total {b_total * 1000:8.1f} ms, "
+          f"job time {med(base, 'jobs') * 1000:7.1f} ms, overhead {b_over * 1000:6.2f} ms/job")
+    ok = o_over * 1000 < OVERHEAD_GOAL_MS
+    print(f"  per-job overhead {o_over * 1000:.2f} ms (goal < {OVERHEAD_GOAL_MS:g}): "
+          f"{'met' if ok else 'MISSED'}")
+    ok_ratio = ratio <= RATIO_GOAL
+    print(f"  ratio node/baseline {ratio:.2f} (goal <= {RATIO_GOAL}): "
+          f"{'met' if ok_ratio else 'MISSED'}")
+    return {"total": o_total, "overhead": o_over}
+
+
+async def main(rounds: int) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="rn-bench-wf-") as tmp:
+        node = await start_node(Path(tmp) / "node")
+        try:
+            clock = JobClock(node)
+            cat, cat_if = service(node, "cat", "/bin/cat")
+            echo, echo_if = service(node, "echo", "/bin/echo", "hello, workflow")
+            chain_wf = workflow(
+                node, "chain", [(cat, {"stdin": "hello, workflow\n"})] + [(cat, {})] * (CHAIN - 1),
+                [(i, cat_if["STDOUT"], i + 1, cat_if["STDIN"]) for i in range(CHAIN - 1)])
+            fan_wf = workflow(
+                node, "fan-out", [(echo, {})] + [(cat, {})] * WIDTH,
+                [(0, echo_if["STDOUT"], i + 1, cat_if["STDIN"]) for i in range(WIDTH)])
+            b_chain, b_fan, b_times = baseline_flows()
+            runs: dict[str, list[Run]] = {k: [] for k in ("chain", "b_chain", "fan", "b_fan")}
+            for i in range(rounds + 1):  # round 0 warms up both
+                got = {"chain": await run_ours(node, clock, chain_wf),
+                       "b_chain": await run_baseline(b_chain, CHAIN, b_times),
+                       "fan": await run_ours(node, clock, fan_wf),
+                       "b_fan": await run_baseline(b_fan, WIDTH, b_times)}
+                if i:
+                    for k, r in got.items():
+                        runs[k].append(r)
+            chain = report("chain", CHAIN, runs["chain"], runs["b_chain"])
+            report("fan-out", WIDTH + 1, runs["fan"], runs["b_fan"])
+            # Critical path of the fan-out: the source, then the slowest branch.
+            slowest = statistics.median(r.jobs[0] + max(r.jobs[1:]) for r in runs["fan"])
+            bound = 2 * (slowest + 2 * chain["overhead"])
+            fan_total = med(runs["fan"], "total")
+            print(f"\nfan-out total {fan_total * 1000:.1f} ms; critical path (source + slowest "
+                  f"branch {slowest * 1000:.1f} ms + 2 x {chain['overhead'] * 1000:.2f} ms "
+                  f"overhead) x 2 = {bound * 1000:.1f} ms: "
+                  f"{'met' if fan_total < bound else 'MISSED'}")
+        finally:
+            await node.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    asyncio.run(main(parser.parse_args().rounds))

