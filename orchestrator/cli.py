@@ -45,6 +45,48 @@ START_SWITCHES: list[tuple[str, str, str]] = [
 ]
 
 
+# Settings without a hand-written flag above still get one, named after the field; the
+# passphrase itself is the exception (a command line is visible to every user: use the file
+# or RN_KEY_PASSPHRASE).
+NO_FLAG = {"data_dir", "key_passphrase"}
+SETTING_HELP = {
+    "jwt_ttl_seconds": "lifetime of an API token, s (default 86400)",
+    "challenge_ttl_seconds": "lifetime of a login challenge, s (default 300)",
+    "upload_ttl_seconds": "an idle WebSocket upload is dropped after this, s (default 600)",
+    "upload_max_bytes": "largest file an upload may carry (default 2 GiB)",
+    "build_timeout_seconds": "longest a standalone build_command may run, s (default 600)",
+    "dht_rpc_timeout": "how long to wait for a DHT peer's answer, s (default 2)",
+    "dht_refresh_seconds": "interval between DHT publications and lookups, s (default 30)",
+    "peer_stale_seconds": "a peer not seen for this long is dropped, s (default 120)",
+    "prefect_api_url": "use this Prefect server instead of starting one (or PREFECT_API_URL)",
+    "prefect_database_url": "database of the node's Prefect server (default: embedded "
+                            "PostgreSQL in the data dir)",
+    "prefect_warmup": "start Prefect when the node starts (default on)",
+    "schedule_poll_seconds": "how often due scheduled runs are looked for, s (default 2)",
+    "output_inline_limit": "text outputs up to this size are returned inline (default 64 KiB)",
+}
+
+
+def generated_flags() -> list[tuple[str, str, dict[str, Any]]]:
+    from orchestrator.config import Settings
+
+    covered = {f for _, f, _ in START_FLAGS} | {f for _, f, _ in START_SWITCHES} | NO_FLAG
+    flags: list[tuple[str, str, dict[str, Any]]] = []
+    for name, info in Settings.model_fields.items():
+        if name in covered:
+            continue
+        kind = info.annotation
+        options: dict[str, Any] = {"help": SETTING_HELP.get(name, name.replace("_", " "))}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind in (int, float):
+            options["type"] = kind
+        elif kind in (Path, Path | None):
+            options["type"] = Path
+        flags.append((f"--{name.replace('_', '-')}", name, options))
+    return flags
+
+
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="node data directory "
                         "(default $XDG_DATA_HOME/remote-network)")
@@ -57,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = sub.add_parser("start", help="start the node")
     _add_data_dir(start)
-    for flag, _field, options in START_FLAGS:
+    for flag, _field, options in START_FLAGS + generated_flags():
         start.add_argument(flag, default=None, **options)
     for flag, _field, text in START_SWITCHES:
         start.add_argument(flag, action="store_true", default=None, help=text)
@@ -89,7 +131,7 @@ def settings_from(args: argparse.Namespace) -> Any:
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None) is not None:
         overrides["data_dir"] = args.data_dir
-    for flag, field, _ in START_FLAGS:
+    for flag, field, _ in START_FLAGS + generated_flags():
         value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if value is not None:
             overrides[field] = value

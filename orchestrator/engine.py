@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import case, func
+from sqlalchemy.orm import defer
 from sqlmodel import col, select
 
 from orchestrator.db import Database
@@ -36,7 +38,7 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.registry import ServiceRegistry
-from orchestrator.states import RunState, check_transition
+from orchestrator.states import TERMINAL, RunState, check_transition
 from orchestrator.workflows import WorkflowStore
 
 log = logging.getLogger("remote_network.engine")
@@ -95,14 +97,27 @@ class ExecutionEngine:
 
     def compile(self, workflow_id: int) -> Plan:
         workflow = self.workflows.get(workflow_id)
+        services: dict[int, ServiceInfo | None] = {}
+        interfaces: dict[int, InterfaceInfo | None] = {}
+
+        def service(service_id: int) -> ServiceInfo | None:
+            if service_id not in services:
+                services[service_id] = self._service_info(service_id)
+            return services[service_id]
+
+        def interface(interface_id: int) -> InterfaceInfo | None:
+            if interface_id not in interfaces:
+                interfaces[interface_id] = self._interface_info(interface_id)
+            return interfaces[interface_id]
+
         nodes = [NodeSpec(int(n.id or 0), n.peer_id, n.service_id, n.service_name,
                           dict(n.config or {})) for n in self.workflows.nodes(workflow_id)]
         edges = [EdgeSpec(int(c.id or 0), c.source_node_id, c.target_node_id,
                           c.source_interface_id, c.target_interface_id)
                  for c in self.workflows.connections(workflow_id)]
         return compile_plan(workflow_id, workflow.name, nodes, edges,
-                            own_peer_id=self.own_peer_id, service=self._service_info,
-                            interface=self._interface_info, is_known_peer=self.is_known_peer,
+                            own_peer_id=self.own_peer_id, service=service,
+                            interface=interface, is_known_peer=self.is_known_peer,
                             defaults=self.defaults)
 
     # -- create ------------------------------------------------------------------------------
@@ -196,8 +211,10 @@ class ExecutionEngine:
                 s.add(row)
                 s.commit()
 
-    def set_job(self, job_id: int, state: RunState, **fields: Any) -> JobExecution:
-        """Move a job to ``state`` (fields: attempt, exit_code, error, prefect_task_run_id)."""
+    def set_job(self, job_id: int, state: RunState, *,
+                records: list[InterfaceRecord] | None = None, **fields: Any) -> JobExecution:
+        """Move a job to ``state`` (fields: attempt, exit_code, error, prefect_task_run_id),
+        recording its inputs and outputs (``records``) in the same transaction."""
         with self._lock, self.db.session() as s:
             row = s.get(JobExecution, job_id)
             if row is None:
@@ -211,11 +228,11 @@ class ExecutionEngine:
             for key, value in fields.items():
                 setattr(row, key, value)
             s.add(row)
+            self._add_records(s, job_id, records or [])
             execution = None
             if state.is_terminal and row.workflow_execution_id is not None:
                 execution = self._update_progress(s, row.workflow_execution_id)
             s.commit()
-            s.refresh(row)
         self._publish_job(row)
         if execution is not None and execution.status == RunState.RUNNING:
             self._publish_execution(execution)
@@ -224,23 +241,29 @@ class ExecutionEngine:
     @staticmethod
     def _update_progress(s: Any, execution_id: int) -> WorkflowExecution | None:
         s.flush()
-        jobs = list(s.exec(select(JobExecution)
-                           .where(JobExecution.workflow_execution_id == execution_id)))
-        execution = s.get(WorkflowExecution, execution_id)
-        if execution is None or not jobs:
+        total, done = s.exec(select(
+            func.count(), func.sum(case((col(JobExecution.status).in_(TERMINAL), 1), else_=0)))
+            .where(JobExecution.workflow_execution_id == execution_id)).one()
+        # The plan (a JSON document) is not needed here: not loaded.
+        execution = s.get(WorkflowExecution, execution_id,
+                          options=[defer(WorkflowExecution.plan)])  # type: ignore[arg-type]
+        if execution is None or not total:
             return None
-        done = sum(1 for j in jobs if RunState(j.status).is_terminal)
-        execution.progress = int(100 * done / len(jobs))
+        execution.progress = int(100 * int(done or 0) / int(total))
         s.add(execution)
         return execution
 
+    @staticmethod
+    def _add_records(s: Any, job_id: int, records: list[InterfaceRecord]) -> None:
+        for r in records:
+            s.add(JobExecutionInterface(job_execution_id=job_id, interface_id=r.interface_id,
+                                        interface_type=r.interface_type,
+                                        direction=r.direction, path=r.path, value=r.value,
+                                        artifact_hash=r.artifact_hash, size=r.size))
+
     def record_interfaces(self, job_id: int, records: list[InterfaceRecord]) -> None:
         with self.db.session() as s:
-            for r in records:
-                s.add(JobExecutionInterface(job_execution_id=job_id, interface_id=r.interface_id,
-                                            interface_type=r.interface_type,
-                                            direction=r.direction, path=r.path, value=r.value,
-                                            artifact_hash=r.artifact_hash, size=r.size))
+            self._add_records(s, job_id, records)
             s.commit()
 
     def cancel(self, execution_id: int) -> list[JobExecution]:
@@ -259,8 +282,17 @@ class ExecutionEngine:
                 self.set_job(int(job.id or 0), RunState.CANCELLED, error="cancelled")
         return running
 
+    def status(self, execution_id: int) -> RunState:
+        """The execution's state (read alone: cheaper than the whole row with its plan)."""
+        with self.db.session() as s:
+            status = s.exec(select(WorkflowExecution.status)
+                            .where(WorkflowExecution.id == execution_id)).first()
+        if status is None:
+            raise NotFound("Workflow execution not found")
+        return RunState(status)
+
     def is_finished(self, execution_id: int) -> bool:
-        return RunState(self.execution(execution_id).status).is_terminal
+        return self.status(execution_id).is_terminal
 
     def recover_interrupted(self) -> int:
         """Executions left RUNNING or PENDING by a node that died: FAILED ("interrupted")."""

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import build_parser, settings_from
+from orchestrator.cli import (
+    NO_FLAG,
+    START_FLAGS,
+    START_SWITCHES,
+    build_parser,
+    generated_flags,
+    settings_from,
+)
 from orchestrator.config import Settings
 
 
@@ -100,3 +107,19 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         _start()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["start", "--log-level", "LOUD"])
+
+
+def test_every_setting_has_a_start_flag() -> None:
+    covered = {f for _, f, _ in START_FLAGS + generated_flags()}
+    covered |= {f for _, f, _ in START_SWITCHES}
+    assert set(Settings.model_fields) - NO_FLAG <= covered
+
+
+def test_generated_flags_reach_the_settings(tmp_path: Path) -> None:
+    args = build_parser().parse_args([
+        "start", "--data-dir", str(tmp_path), "--upload-ttl-seconds", "5",
+        "--no-prefect-warmup", "--output-inline-limit", "10"])
+    settings = settings_from(args)
+    assert settings.upload_ttl_seconds == 5
+    assert settings.prefect_warmup is False
+    assert settings.output_inline_limit == 10
