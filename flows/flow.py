@@ -18,6 +18,7 @@ from typing import Any
 import prefect.flow_engine
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.settings import get_current_settings
 
 from flows.runner import NodeOutputs, current_runner
 
@@ -25,13 +26,18 @@ from flows.runner import NodeOutputs, current_runner
 # flow runs in the main thread and turn the node's stop into a crash of that flow.
 prefect.flow_engine.capture_sigterm = contextlib.nullcontext  # type: ignore[assignment]
 
+# Nothing is persisted, but without a storage of its own every flow run asks the API for the
+# server's default one, twice, with a blocking request on the event loop.
+RESULTS = get_current_settings().results.local_storage_path
+
 # -- the Prefect flow and task ------------------------------------------------------------------
 @task(name="job", cache_policy=NO_CACHE, persist_result=False)
 async def run_job(execution_id: int, node_id: int, upstream: list[NodeOutputs]) -> NodeOutputs:
     return await current_runner().run_node(execution_id, node_id, upstream)
 
 
-@flow(name="run_workflow", persist_result=False, validate_parameters=False)
+@flow(name="run_workflow", persist_result=False, validate_parameters=False,
+      result_storage=RESULTS)
 async def run_workflow(workflow_id: int, execution_id: int | None = None) -> dict[str, Any]:
     """Run one execution of a workflow (a new one, trigger "schedule", when no id is given)."""
     return await current_runner().flow_body(workflow_id, execution_id)
@@ -42,7 +48,7 @@ async def _noop() -> int:
     return 1
 
 
-@flow(name="warm-up", persist_result=False)
+@flow(name="warm-up", persist_result=False, result_storage=RESULTS)
 async def _warm_up_flow() -> int:
     return await _noop()
 

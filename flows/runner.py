@@ -9,6 +9,7 @@ through ``flows.dispatch``. Prefect is imported lazily, so building a node does 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ log = logging.getLogger("remote_network.flows")
 
 # Prefect's own timeout is a safety net behind the executor's, which kills the job itself.
 TIMEOUT_GRACE = 60.0
+# Text outputs this small are read on the loop: a thread hand-off costs more than the read.
+SMALL_READ = 64 * 1024
+# Prefect task objects kept for reuse, by their options (building one costs milliseconds).
+TASK_CACHE_SIZE = 256
 
 
 class JobFailed(Exception):
@@ -85,6 +90,9 @@ class WorkflowRunner:
         self._flows: dict[int, asyncio.Task[None]] = {}
         self._plans: dict[int, Plan] = {}
         self._active: dict[int, dict[int, tuple[JobDispatcher, JobRequest]]] = {}
+        self._job_ids: dict[int, dict[int, int]] = {}  # execution -> plan node -> job id
+        self._tasks: dict[tuple[Any, ...], Any] = {}
+        self._clients: asyncio.Future[tuple[Any, Any]] | None = None
 
     def use_remote(self, remote: JobDispatcher) -> None:
         """Dispatch through ``remote`` every node that runs on another peer or may take inputs
@@ -116,6 +124,38 @@ class WorkflowRunner:
         for t in flows:
             t.cancel()
         await asyncio.gather(*flows, return_exceptions=True)
+        clients, self._clients = self._clients, None
+        if clients is not None and clients.done() and not clients.exception():
+            async_ctx, sync_ctx = clients.result()
+            with contextlib.suppress(Exception):
+                await async_ctx.client.__aexit__(None, None, None)
+            with contextlib.suppress(Exception):
+                sync_ctx.client.__exit__(None, None, None)
+
+    async def _use_shared_clients(self) -> None:
+        """Make the flow run started from the current task use this runner's Prefect API
+        clients. Prefect otherwise opens new ones for every flow run (a TLS context each, even
+        for a plain-HTTP API: tens of milliseconds on the event loop), which serialises
+        executions started together."""
+        from prefect.context import AsyncClientContext, SyncClientContext
+
+        if self._clients is None:
+            self._clients = asyncio.get_running_loop().create_future()
+            try:
+                async_ctx = AsyncClientContext()
+                await async_ctx.client.__aenter__()
+                sync_ctx = SyncClientContext()
+                sync_ctx.client.__enter__()
+            except BaseException as exc:
+                self._clients.set_exception(exc)
+                self._clients.exception()  # retrieved: each waiter gets it below
+                self._clients = None
+                raise
+            self._clients.set_result((async_ctx, sync_ctx))
+        async_ctx, sync_ctx = await asyncio.shield(self._clients)
+        # Only this task's context (a copy, made when the task was created) sees these.
+        AsyncClientContext.__var__.set(async_ctx)
+        SyncClientContext.__var__.set(sync_ctx)
 
     @property
     def active_executions(self) -> int:
@@ -131,16 +171,24 @@ class WorkflowRunner:
     async def _run(self, execution_id: int, plan: Plan, flow_run: Any) -> None:
         try:
             await self.runtime.wait_ready()
+            await self._use_shared_clients()
+            from prefect.flow_engine import run_flow_async
+
             from flows.flow import run_workflow
 
-            named = run_workflow.with_options(
-                flow_run_name=f"{plan.workflow_name} #{execution_id}")
+            name = f"{plan.workflow_name} #{execution_id}"
             params = {"workflow_id": plan.workflow_id, "execution_id": execution_id}
             if flow_run is None:
-                await named(**params)
-            else:
-                from prefect.flow_engine import run_flow_async
+                # Created here with its name: a run Prefect creates is renamed with one more call.
+                from prefect.client.orchestration import get_client
+                from prefect.states import Pending
 
+                flow_run = await get_client().create_flow_run(
+                    flow=run_workflow, name=name, state=Pending(),
+                    parameters=run_workflow.serialize_parameters(params))
+                await run_flow_async(run_workflow, flow_run=flow_run, parameters=params)
+            else:
+                named = run_workflow.with_options(flow_run_name=name)
                 await run_flow_async(named, flow_run=flow_run, parameters=params)
         except Unavailable as exc:
             self._fail_if_open(execution_id, exc.message)
@@ -157,6 +205,8 @@ class WorkflowRunner:
             self._flows.pop(execution_id, None)
             self._plans.pop(execution_id, None)
             self._active.pop(execution_id, None)
+            self._job_ids.pop(execution_id, None)
+            self.engine.terminal.discard(execution_id)
 
     def _fail_if_open(self, execution_id: int, error: str) -> None:
         try:
@@ -184,13 +234,14 @@ class WorkflowRunner:
         flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
         self.engine.set_execution(execution_id, RunState.RUNNING, prefect_flow_run_id=flow_run_id)
         jobs = self.engine.jobs(execution_id)
+        self._job_ids[execution_id] = {n: int(j.id or 0) for n, j in jobs.items()}
         tasks: dict[int, asyncio.Task[NodeOutputs | None]] = {}
         for node in plan.nodes:
             tasks[node.node_id] = asyncio.create_task(
                 self._node(execution_id, plan, node, jobs[node.node_id], tasks))
         await asyncio.gather(*tasks.values(), return_exceptions=True)
 
-        if self.engine.is_finished(execution_id):
+        if self._finished(execution_id):
             return {"execution_id": execution_id, "status": self.engine.execution(
                 execution_id).status}
         final = self.engine.jobs(execution_id)
@@ -217,23 +268,12 @@ class WorkflowRunner:
                                 f"not started: upstream {plan.node(up).label} did not complete")
                 return None
             upstream.append(result)
-        if self.engine.is_finished(execution_id):
+        if self._finished(execution_id):
             return None
         try:
             if node.service_type == ServiceType.DATA:
                 return await self._data_node(node, job_id)
-            from flows.flow import run_job
-
-            runnable = run_job.with_options(
-                name=node.service_name or f"service-{node.service_id}",
-                task_run_name=f"{node.service_name or node.service_id} @ {node.peer_id[:12]}",
-                retries=node.retry_count,
-                retry_delay_seconds=node.retry_delay,
-                timeout_seconds=node.timeout + TIMEOUT_GRACE,
-                tags=[f"peer:{node.peer_id}", f"service-type:{node.service_type or 'REMOTE'}"],
-                retry_condition_fn=lambda *_: not self.engine.is_finished(execution_id),
-            )
-            return await runnable(execution_id, node.node_id, upstream)
+            return await self._task_for(node)(execution_id, node.node_id, upstream)
         except JobCancelled:
             self._close_job(job_id, RunState.CANCELLED, "cancelled")
             return None
@@ -243,6 +283,46 @@ class WorkflowRunner:
         except Exception as exc:
             self._close_job(job_id, RunState.FAILED, str(exc) or type(exc).__name__)
             return None
+
+    def _task_for(self, node: PlanNode) -> Any:
+        """The Prefect task that runs ``node``: ``run_job`` with the node's name, retries,
+        timeout and tags; one object per distinct set of options, reused across executions."""
+        name = node.service_name or f"service-{node.service_id}"
+        key = (name, node.service_id, node.peer_id, node.service_type, node.retry_count,
+               node.retry_delay, node.timeout)
+        runnable = self._tasks.get(key)
+        if runnable is None:
+            from flows.flow import run_job
+
+            runnable = run_job.with_options(
+                name=name,
+                task_run_name=f"{node.service_name or node.service_id} @ {node.peer_id[:12]}",
+                retries=node.retry_count,
+                retry_delay_seconds=node.retry_delay,
+                timeout_seconds=node.timeout + TIMEOUT_GRACE,
+                tags=[f"peer:{node.peer_id}", f"service-type:{node.service_type or 'REMOTE'}"],
+                retry_condition_fn=self._may_retry,
+            )
+            if len(self._tasks) >= TASK_CACHE_SIZE:
+                self._tasks.pop(next(iter(self._tasks)))
+            self._tasks[key] = runnable
+        return runnable
+
+    def _may_retry(self, *_: Any) -> bool:
+        """Prefect's retry condition: not once the execution has finished (cancelled)."""
+        from prefect.context import TaskRunContext
+
+        ctx = TaskRunContext.get()
+        execution_id = ctx.parameters.get("execution_id") if ctx is not None else None
+        return execution_id is None or not self._finished(int(execution_id))
+
+    def _finished(self, execution_id: int) -> bool:
+        """Whether the execution has ended (cancelled, mostly). An execution whose flow runs
+        here changes state only through this process's engine, which remembers the ones it
+        ended; any other is looked up."""
+        if execution_id in self._flows:
+            return execution_id in self.engine.terminal
+        return self.engine.is_finished(execution_id)
 
     def _close_job(self, job_id: int, state: RunState, error: str) -> None:
         job = self.engine.job(job_id)
@@ -256,9 +336,8 @@ class WorkflowRunner:
         except DispatchError as exc:
             self.engine.set_job(job_id, RunState.FAILED, error=str(exc))
             raise JobFailed(str(exc)) from None
-        self.engine.record_interfaces(job_id, [InterfaceRecord(
+        self.engine.set_job(job_id, RunState.COMPLETED, exit_code=0, records=[InterfaceRecord(
             DATA_OUTPUT, "output", path="", artifact_hash=ref.sha256, size=ref.size)])
-        self.engine.set_job(job_id, RunState.COMPLETED, exit_code=0)
         return NodeOutputs(node.node_id, {DATA_OUTPUT: ref})
 
     # -- one task run ----------------------------------------------------------------------------
@@ -266,14 +345,14 @@ class WorkflowRunner:
                        upstream: list[NodeOutputs]) -> NodeOutputs:
         plan = self._plans.get(execution_id) or self.engine.plan(execution_id)
         node = plan.node(node_id)
-        job = self.engine.jobs(execution_id)[node_id]
-        job_id = int(job.id or 0)
+        job_id = self._job_ids.get(execution_id, {}).get(node_id) or int(
+            self.engine.jobs(execution_id)[node_id].id or 0)
         from prefect.context import get_run_context
 
         ctx = get_run_context()
         task_run = getattr(ctx, "task_run", None)
         attempt = int(task_run.run_count) if task_run is not None else 1
-        if self.engine.is_finished(execution_id):
+        if self._finished(execution_id):
             raise JobCancelled("execution cancelled")
         job = self.engine.set_job(job_id, RunState.RUNNING, attempt=attempt, error=None,
                                   prefect_task_run_id=str(task_run.id) if task_run else None)
@@ -300,10 +379,10 @@ class WorkflowRunner:
             self._active.get(execution_id, {}).pop(job_id, None)
 
         if result.outcome is JobOutcome.COMPLETED:
-            await self._record(node, job_id, inputs, result)
-            self.engine.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code)
+            self.engine.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code,
+                                records=await self._records(node, inputs, result))
             return NodeOutputs(node_id, dict(result.outputs))
-        if result.outcome is JobOutcome.CANCELLED or self.engine.is_finished(execution_id):
+        if result.outcome is JobOutcome.CANCELLED or self._finished(execution_id):
             self._close_job(job_id, RunState.CANCELLED, "cancelled")
             raise JobCancelled("cancelled")
         if result.outcome is JobOutcome.TIMED_OUT:
@@ -313,9 +392,8 @@ class WorkflowRunner:
             if result.exit_code not in (None, 0) and "exit code" not in reason:
                 reason = f"exit code {result.exit_code}: {reason}"
         if attempt > node.retry_count:
-            await self._record(node, job_id, inputs, result)
             self.engine.set_job(job_id, RunState.FAILED, exit_code=result.exit_code,
-                                error=reason)
+                                error=reason, records=await self._records(node, inputs, result))
         else:
             self.engine.set_job(job_id, RunState.RUNNING, exit_code=result.exit_code,
                                 error=f"attempt {attempt} failed ({reason}); retrying")
@@ -339,8 +417,9 @@ class WorkflowRunner:
                 path=inp.target_path, artifact=ref, data_service_id=data_service))
         return inputs
 
-    async def _record(self, node: PlanNode, job_id: int, inputs: list[JobInput],
-                      result: JobResult) -> None:
+    async def _records(self, node: PlanNode, inputs: list[JobInput],
+                       result: JobResult) -> list[InterfaceRecord]:
+        """The job's inputs and outputs as they are recorded (text values inline)."""
         limit = self.settings.output_inline_limit
         by_key = {o.key: o for o in node.outputs}
         records = []
@@ -359,14 +438,19 @@ class WorkflowRunner:
                 kind, "output", interface_id=out.interface_id if out else None, path=path,
                 value=await self._text(ref, limit, kind), artifact_hash=ref.sha256,
                 size=ref.size))
-        self.engine.record_interfaces(job_id, records)
+        return records
 
     async def _text(self, ref: ArtifactRef | None, limit: int, kind: str | None) -> str | None:
         text_kinds = {*TEXT_OUTPUTS, "STDIN", "ENV", "ARG"}
         if ref is None or kind not in text_kinds or ref.size > limit or ref.peer_id:
             return None
+        if ref.size == 0:
+            return ""
         try:
-            data: bytes = await asyncio.to_thread(self.artifacts.read_bytes, ref)
+            if ref.size <= SMALL_READ:
+                data: bytes = self.artifacts.read_bytes(ref)
+            else:
+                data = await asyncio.to_thread(self.artifacts.read_bytes, ref)
         except Exception:
             return None
         return data.decode(errors="replace")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import zoneinfo
 from typing import Any
 
@@ -48,6 +49,9 @@ def validate_cron(cron: Any, timezone: Any) -> tuple[str, str]:
 
 def deployment_name(schedule: WorkflowSchedule) -> str:
     return f"workflow-{schedule.workflow_id}-schedule-{schedule.id}"
+
+
+DEPLOYMENT_NAME = re.compile(r"^workflow-\d+-schedule-\d+$")
 
 
 class ScheduleService:
@@ -111,6 +115,22 @@ class ScheduleService:
                 s.delete(found)
                 s.commit()
 
+    def on_workflow_deleted(self, workflow_id: int) -> None:
+        """Remove the Prefect deployments of a workflow that is being deleted (its schedule rows
+        go with it). Blocking: the delete endpoint runs in a worker thread. When Prefect is not
+        up, what is left behind goes at the next start (``sync``)."""
+        ids = [r.deployment_id for r in self._all()
+               if r.workflow_id == workflow_id and r.deployment_id]
+        if not ids or not self.runtime.ready:
+            return
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        with get_client(sync_client=True) as client:
+            for deployment_id in ids:
+                with contextlib.suppress(ObjectNotFound):
+                    client.delete_deployment(deployment_id)
+
     async def run_now(self, workflow_id: int, schedule_id: int) -> str:
         """Ask Prefect for a run of the schedule's deployment now; returns the flow run id."""
         row = self._get(workflow_id, schedule_id)
@@ -148,14 +168,37 @@ class ScheduleService:
         return row
 
     async def sync(self) -> None:
-        """Register every schedule's deployment (Prefect's database may be new), then serve."""
+        """Register every schedule's deployment (Prefect's database may be new), remove those
+        whose schedule is gone, then serve."""
         for row in self._all():
             try:
                 await self._deploy(row)
             except Exception as exc:
                 log.warning("schedule %s not registered: %s", row.id, exc)
+        if not self.runtime.external:  # a shared server may hold other nodes' deployments
+            try:
+                await self._remove_orphans()
+            except Exception as exc:
+                log.warning("stale schedule deployments not removed: %s", exc)
         if self._serve_task is None:
             self._serve_task = asyncio.create_task(self._serve(), name="schedules")
+
+    async def _remove_orphans(self) -> None:
+        """Delete deployments of ``run_workflow`` named like ours whose schedule is gone (a
+        workflow or schedule deleted while Prefect was down)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+        from prefect.exceptions import ObjectNotFound
+
+        known = {r.deployment_id for r in self._all() if r.deployment_id}
+        async with get_client() as client:
+            deployments = await client.read_deployments(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["run_workflow"])))
+            for d in deployments:
+                if DEPLOYMENT_NAME.match(d.name) and str(d.id) not in known:
+                    with contextlib.suppress(ObjectNotFound):
+                        await client.delete_deployment(d.id)
+                    log.info("removed deployment %s: its schedule is gone", d.name)
 
     async def _serve(self) -> None:
         from prefect.client.orchestration import get_client

@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func
-from sqlalchemy.orm import defer
+from sqlalchemy import case, func, insert, literal, update
 from sqlmodel import col, select
 
 from orchestrator.db import Database
@@ -38,7 +37,7 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.registry import ServiceRegistry
-from orchestrator.states import TERMINAL, RunState, check_transition
+from orchestrator.states import TERMINAL, TRANSITIONS, RunState, check_transition
 from orchestrator.workflows import WorkflowStore
 
 log = logging.getLogger("remote_network.engine")
@@ -47,6 +46,10 @@ EXECUTION_UPDATED = "EXECUTION_UPDATED"
 JOB_UPDATED = "JOB_UPDATED"
 JOB_LOG = "JOB_LOG"
 INTERRUPTED = "interrupted: the node stopped while this execution was running"
+# For each state, the states a job may move to it from.
+_SOURCES: dict[RunState, list[str]] = {
+    target: [str(src) for src, targets in TRANSITIONS.items() if target in targets]
+    for target in RunState}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,9 @@ class ExecutionEngine:
         self.defaults = defaults
         # Known-peer check for remote workflow nodes; the network replaces it.
         self.is_known_peer: Callable[[str], bool] = lambda _peer: False
+        # Executions this engine moved to a terminal state (the runner forgets them once their
+        # flow has ended): lets it answer "finished?" for its own executions without a query.
+        self.terminal: set[int] = set()
         self._lock = threading.Lock()
 
     # -- compile -------------------------------------------------------------------------------
@@ -191,6 +197,7 @@ class ExecutionEngine:
                 row.started_at = now
             if state.is_terminal:
                 row.completed_at = now
+                self.terminal.add(execution_id)
                 if state is RunState.COMPLETED:
                     row.progress = 100
             if error is not None:
@@ -215,51 +222,63 @@ class ExecutionEngine:
                 records: list[InterfaceRecord] | None = None, **fields: Any) -> JobExecution:
         """Move a job to ``state`` (fields: attempt, exit_code, error, prefect_task_run_id),
         recording its inputs and outputs (``records``) in the same transaction."""
+        jobs = JobExecution.__table__  # type: ignore[attr-defined]
+        now = utcnow()
+        values: dict[str, Any] = {**fields, "status": str(state)}
+        if state is RunState.RUNNING:
+            values["started_at"] = func.coalesce(jobs.c.started_at,
+                                                 literal(now, jobs.c.started_at.type))
+        if state.is_terminal:
+            values["completed_at"] = now
         with self._lock, self.db.session() as s:
-            row = s.get(JobExecution, job_id)
-            if row is None:
-                raise NotFound("Job execution not found")
-            row.status = check_transition(row.status, state)
-            now = utcnow()
-            if state is RunState.RUNNING and row.started_at is None:
-                row.started_at = now
-            if state.is_terminal:
-                row.completed_at = now
-            for key, value in fields.items():
-                setattr(row, key, value)
-            s.add(row)
+            # One statement, guarded by the transition table; the row as it is afterwards.
+            changed = s.execute(update(jobs)
+                                .where(jobs.c.id == job_id, jobs.c.status.in_(_SOURCES[state]))
+                                .values(**values).returning(*jobs.c)).first()
+            if changed is None:
+                current = s.get(JobExecution, job_id)
+                if current is None:
+                    raise NotFound("Job execution not found")
+                check_transition(current.status, state)  # raises: the change is not allowed
+                raise Conflict(f"Job {job_id} changed state meanwhile")
+            row = JobExecution(**changed._mapping)
             self._add_records(s, job_id, records or [])
-            execution = None
+            progress = None
             if state.is_terminal and row.workflow_execution_id is not None:
-                execution = self._update_progress(s, row.workflow_execution_id)
+                progress = self._update_progress(s, row.workflow_execution_id)
             s.commit()
         self._publish_job(row)
-        if execution is not None and execution.status == RunState.RUNNING:
-            self._publish_execution(execution)
+        if progress is not None and progress["status"] == RunState.RUNNING:
+            self.bus.publish(EXECUTION_UPDATED, progress)
         return row
 
     @staticmethod
-    def _update_progress(s: Any, execution_id: int) -> WorkflowExecution | None:
-        s.flush()
-        total, done = s.exec(select(
-            func.count(), func.sum(case((col(JobExecution.status).in_(TERMINAL), 1), else_=0)))
-            .where(JobExecution.workflow_execution_id == execution_id)).one()
-        # The plan (a JSON document) is not needed here: not loaded.
-        execution = s.get(WorkflowExecution, execution_id,
-                          options=[defer(WorkflowExecution.plan)])  # type: ignore[arg-type]
-        if execution is None or not total:
+    def _update_progress(s: Any, execution_id: int) -> dict[str, Any] | None:
+        """Set the execution's progress from its jobs, in one statement; returns the
+        EXECUTION_UPDATED payload (None when the execution is gone)."""
+        jobs = JobExecution.__table__  # type: ignore[attr-defined]
+        done = func.sum(case((jobs.c.status.in_([str(t) for t in TERMINAL]), 1), else_=0))
+        percent = (select(func.coalesce(100 * done / func.count(), 0))
+                   .where(jobs.c.workflow_execution_id == execution_id).scalar_subquery())
+        table = WorkflowExecution.__table__  # type: ignore[attr-defined]
+        row = s.execute(update(table).where(table.c.id == execution_id)
+                        .values(progress=percent)
+                        .returning(table.c.workflow_id, table.c.status, table.c.progress,
+                                   table.c.error)).first()
+        if row is None:
             return None
-        execution.progress = int(100 * int(done or 0) / int(total))
-        s.add(execution)
-        return execution
+        return {"execution_id": execution_id, "workflow_id": row.workflow_id,
+                "status": row.status, "progress": row.progress, "error": row.error}
 
     @staticmethod
     def _add_records(s: Any, job_id: int, records: list[InterfaceRecord]) -> None:
-        for r in records:
-            s.add(JobExecutionInterface(job_execution_id=job_id, interface_id=r.interface_id,
-                                        interface_type=r.interface_type,
-                                        direction=r.direction, path=r.path, value=r.value,
-                                        artifact_hash=r.artifact_hash, size=r.size))
+        if not records:
+            return
+        s.execute(insert(JobExecutionInterface.__table__), [  # type: ignore[attr-defined]
+            {"job_execution_id": job_id, "interface_id": r.interface_id,
+             "interface_type": r.interface_type, "direction": r.direction, "path": r.path,
+             "value": r.value, "artifact_hash": r.artifact_hash, "size": r.size}
+            for r in records])
 
     def record_interfaces(self, job_id: int, records: list[InterfaceRecord]) -> None:
         with self.db.session() as s:
@@ -306,6 +325,7 @@ class ExecutionEngine:
             self.set_job(int(job_id or 0), RunState.FAILED, error=INTERRUPTED)
         for execution_id in ids:
             self.set_execution(int(execution_id or 0), RunState.FAILED, error=INTERRUPTED)
+            self.terminal.discard(int(execution_id or 0))
         if ids:
             log.warning("marked %d interrupted execution(s) FAILED", len(ids))
         return len(ids)

@@ -112,6 +112,7 @@ class Node:
         self.schedules = ScheduleService(self.db, self.workflow_runner, self.prefect,
                                          poll_seconds=settings.schedule_poll_seconds)
         self.prefect.on_ready(self.schedules.sync)
+        self.workflows.on_delete.append(self.schedules.on_workflow_deleted)
         self.engine.is_known_peer = self.peers.__contains__
         self.started_monotonic = time.monotonic()
         self.restart_requested = False

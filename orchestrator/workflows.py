@@ -6,6 +6,7 @@ the editable definition consistent (a node or connection always belongs to its w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from orchestrator.models import (
     WorkflowUIState,
     utcnow,
 )
+
+log = logging.getLogger("remote_network.workflows")
 
 WORKFLOW_UPDATED = "WORKFLOW_UPDATED"
 NODE_TYPES = {"SERVICE"}
@@ -66,6 +69,9 @@ class WorkflowStore:
         self.own_peer_id = own_peer_id
         # Checks that a local service exists: (service_id) -> bool.
         self.local_service_exists: Callable[[int], bool] = lambda _sid: True
+        # Called with a workflow's id just before it is deleted (what hangs off it, such as its
+        # schedules, is still there); a hook that fails does not stop the delete.
+        self.on_delete: list[Callable[[int], None]] = []
 
     # -- workflows ---------------------------------------------------------------------------
     def list(self) -> list[Workflow]:
@@ -104,6 +110,13 @@ class WorkflowStore:
         return workflow
 
     def delete(self, workflow_id: int) -> None:
+        with self.db.session() as s:
+            self._require(s, workflow_id)
+        for hook in self.on_delete:
+            try:
+                hook(workflow_id)
+            except Exception:
+                log.exception("workflow %s: a delete hook failed", workflow_id)
         with self.db.session() as s:
             s.delete(self._require(s, workflow_id))
             s.commit()

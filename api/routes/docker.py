@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import Depends, status
 
 from api.deps import NodeDep, ServiceId, require_token
+from api.routing import Router
 from api.schemas import Body, docker_details_out, service_out, suggested_out
 from orchestrator.errors import InvalidInput
 
-router = APIRouter(prefix="/api/services/docker", tags=["docker"],
+router = Router(prefix="/api/services/docker", tags=["docker"],
                    dependencies=[Depends(require_token)])
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from api.deps import NodeDep, require_token
+from api.routing import Router
 from orchestrator.errors import InvalidInput
 
-router = APIRouter(prefix="/api/peers", tags=["peers"], dependencies=[Depends(require_token)])
+router = Router(prefix="/api/peers", tags=["peers"], dependencies=[Depends(require_token)])
 
 
 @router.get("")

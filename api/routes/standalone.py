@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import NodeDep, ServiceId, require_token
+from api.routing import Router
 from api.schemas import service_out, standalone_details_out, suggested_out
 from orchestrator.standalone_services import GitSource, RunConfig
 
-router = APIRouter(prefix="/api/services/standalone", tags=["standalone"],
+router = Router(prefix="/api/services/standalone", tags=["standalone"],
                    dependencies=[Depends(require_token)])
 
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, status
+from fastapi import Depends, status
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import ExecutionId, JobId, NodeDep, WorkflowId, _path_id, require_token
+from api.routing import Router
 from api.schemas import iso
 from orchestrator.errors import NotFound
 from orchestrator.models import WorkflowSchedule
 
-router = APIRouter(prefix="/api", tags=["workflow runs"], dependencies=[Depends(require_token)])
+router = Router(prefix="/api", tags=["workflow runs"], dependencies=[Depends(require_token)])
 
 ScheduleId = Annotated[int, _path_id("schedule_id", "schedule")]
 InterfaceRecordId = Annotated[int, _path_id("interface_id", "interface")]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psutil
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess
@@ -298,6 +301,46 @@ def test_schedule_produces_a_run(api: ApiClient) -> None:
     assert r.json() == {"message": "Schedule deleted successfully"}
     assert api.get(f"/api/workflows/{wf}/schedules").json()["total"] == 0
     assert api.delete(f"/api/workflows/{wf}/schedules/{schedule['id']}").status_code == 404
+
+
+def prefect_api(node: NodeProcess) -> str:
+    """The API of the Prefect server the node runs beside itself (a child process of it)."""
+    for child in psutil.Process(node.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = child.cmdline()
+            if "prefect.server.api.server:create_app" in cmd:
+                return f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}/api"
+    raise AssertionError("no Prefect server beside the node")
+
+
+def test_deleting_a_workflow_removes_its_deployments(api: ApiClient,
+                                                     wf_node: NodeProcess) -> None:
+    hello = sh_service(api, "short-lived", "true")
+    wf, _ = make_workflow(api, "short-lived", [(hello[0], {})], [])
+    keep, _ = make_workflow(api, "kept", [(hello[0], {})], [])
+    for workflow in (wf, keep):
+        r = api.post(f"/api/workflows/{workflow}/schedules", json={"cron": "0 3 * * *"})
+        assert r.status_code == 201, r.text
+    deployments: dict[int, str] = {}
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline and len(deployments) < 2:  # Prefect may still be starting
+        for workflow in (wf, keep):
+            listed = api.get(f"/api/workflows/{workflow}/schedules").json()["schedules"]
+            if listed[0]["deployment_id"]:
+                deployments[workflow] = listed[0]["deployment_id"]
+        time.sleep(0.5)
+    assert len(deployments) == 2, deployments
+    prefect = prefect_api(wf_node)
+    for deployment in deployments.values():
+        assert httpx.get(f"{prefect}/deployments/{deployment}").status_code == 200
+
+    r = api.delete(f"/api/workflows/{wf}")
+    assert r.status_code == 200, r.text
+    assert httpx.get(f"{prefect}/deployments/{deployments[wf]}").status_code == 404
+    assert httpx.get(f"{prefect}/deployments/{deployments[keep]}").status_code == 200
+    assert api.get(f"/api/workflows/{wf}/schedules").status_code == 404
+    assert api.delete(f"/api/workflows/{keep}").status_code == 200
+    assert httpx.get(f"{prefect}/deployments/{deployments[keep]}").status_code == 404
 
 
 @pytest.mark.docker

@@ -1,0 +1,275 @@
+"""The Prefect server beside the node (``--prefect-ui``), and a node that uses another's server.
+
+Two real node processes share the module: ``ui_node`` runs its own Prefect server with the UI on
+a port of ours; ``client_node`` is pointed at that server with ``RN_PREFECT_API_URL``. Both run
+real 2-node standalone workflows over their HTTPS API; the runs are then read back from Prefect's
+own REST API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.api.test_workflow_runs import (
+    execute,
+    jobs_by_node,
+    make_workflow,
+    sh_service,
+    wait_done,
+)
+from tests.support.node_process import ApiClient, NodeProcess, free_port
+
+# Prefect's server and its embedded PostgreSQL start beside the node; slow on a loaded machine.
+WAIT = 240.0
+
+
+class Node:
+    """A node process, its logged-in client and, where it runs one, its Prefect server's port."""
+
+    def __init__(self, proc: NodeProcess, api: ApiClient, prefect_port: int | None) -> None:
+        self.proc = proc
+        self.api = api
+        self.prefect_port = prefect_port
+        self.peer_id: str = api.get("/api/node/status").json()["peer_id"]
+
+    @property
+    def prefect_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}"
+
+
+@contextlib.contextmanager
+def started(proc: NodeProcess, prefect_port: int | None) -> Iterator[Node]:
+    try:
+        proc.start()
+        api = proc.client()
+        try:
+            yield Node(proc, api, prefect_port)
+        finally:
+            api.close()
+    finally:
+        proc.stop()
+        stop_postgres(proc)
+
+
+def stop_postgres(proc: NodeProcess) -> None:
+    """Ends a PostgreSQL the node left behind (a failure the tests report, not leave running)."""
+    left = postgres_of(proc)
+    for p in left:
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+    _gone, alive = psutil.wait_procs(left, timeout=10)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+
+
+@pytest.fixture(scope="module")
+def ui_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    port = free_port()
+    proc = NodeProcess(tmp_path_factory.mktemp("prefect-ui"),
+                       extra_args=["--prefect-ui", "--prefect-port", str(port)])
+    with started(proc, port) as node:
+        wait_prefect(node.prefect_url)
+        yield node
+
+
+@pytest.fixture(scope="module")
+def client_node(ui_node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    proc = NodeProcess(tmp_path_factory.mktemp("prefect-client"),
+                       env={"RN_PREFECT_API_URL": f"{ui_node.prefect_url}/api"})
+    with started(proc, None) as node:
+        yield node
+
+
+def wait_prefect(url: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"no Prefect server answered at {url} in {WAIT}s")
+
+
+def prefect_post(node: Node, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    r = httpx.post(f"{node.prefect_url}/api{path}", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    result: list[dict[str, Any]] = r.json()
+    return result
+
+
+def completed_flow_run(server: Node, workflow_name: str, execution_id: int) -> dict[str, Any]:
+    """The one flow run named after the workflow and execution, once Prefect has it COMPLETED."""
+    deadline = time.monotonic() + 60
+    while True:
+        runs = prefect_post(server, "/flow_runs/filter",
+                            {"flow_runs": {"name": {"like_": workflow_name}}})
+        ours = [r for r in runs if workflow_name in r["name"] and str(execution_id) in r["name"]]
+        assert len(ours) <= 1, [r["name"] for r in runs]
+        if ours and ours[0]["state_type"] == "COMPLETED":
+            return ours[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no COMPLETED flow run for {workflow_name} #{execution_id}: "
+                                 f"{[(r['name'], r['state_type']) for r in runs]}")
+        time.sleep(0.3)
+
+
+def run_pair(node: Node) -> tuple[str, int, dict[str, int], dict[int, dict[str, Any]]]:
+    """A 2-node workflow (printf -> tr) run to completion on ``node``.
+
+    Returns the workflow name, the execution id, service name per workflow node id, and the jobs.
+    """
+    tag = uuid.uuid4().hex[:8]
+    gen_name, upper_name = f"pf-gen-{tag}", f"pf-upper-{tag}"
+    gen = sh_service(node.api, gen_name, "printf 'to prefect'")
+    upper = sh_service(node.api, upper_name, "tr a-z A-Z")
+    name = f"prefect-pair-{tag}"
+    wf, ids = make_workflow(node.api, name, [(gen[0], {}), (upper[0], {})],
+                            [(0, gen[1]["STDOUT"], 1, upper[1]["STDIN"])])
+    eid = execute(node.api, wf)
+    status = wait_done(node.api, eid, WAIT)
+    assert status["status"] == "COMPLETED", status
+    return name, eid, {ids[0]: gen_name, ids[1]: upper_name}, jobs_by_node(node.api, eid)
+
+
+def check_runs_on(server: Node, node: Node) -> None:
+    """A workflow run on ``node`` shows in ``server``'s Prefect with its tasks, names and tags."""
+    name, eid, services, jobs = run_pair(node)
+    flow_run = completed_flow_run(server, name, eid)
+    status = node.api.get(f"/api/workflow-executions/{eid}/status").json()
+    assert status["prefect_flow_run_id"] == flow_run["id"]
+
+    tasks = prefect_post(server, "/task_runs/filter",
+                         {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
+    assert len(tasks) == len(services), [t["name"] for t in tasks]
+    by_id = {t["id"]: t for t in tasks}
+    for node_id, service_name in services.items():
+        task_run = by_id[jobs[node_id]["prefect_task_run_id"]]
+        assert service_name in task_run["name"]
+        assert task_run["state_type"] == "COMPLETED"
+        assert task_run["flow_run_id"] == flow_run["id"]
+        assert any(node.peer_id in tag for tag in task_run["tags"]), task_run["tags"]
+    # The task graph: the second task's inputs name the first task run, and the graph the UI
+    # draws has that edge.
+    first, second = (jobs[n]["prefect_task_run_id"] for n in services)
+    upstream = by_id[second]["task_inputs"]["upstream"]
+    assert {"input_type": "task_run", "id": first} in upstream, upstream
+    r = httpx.get(f"{server.prefect_url}/api/flow_runs/{flow_run['id']}/graph-v2", timeout=30)
+    assert r.status_code == 200, r.text
+    graph = dict(r.json()["nodes"])
+    assert r.json()["root_node_ids"] == [first]
+    assert {p["id"] for p in graph[second]["parents"]} == {first}
+    assert {c["id"] for c in graph[first]["children"]} == {second}
+
+
+def listeners(port: int) -> list[str]:
+    """Addresses with a TCP socket listening on ``port``."""
+    return [c.laddr.ip for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+
+
+def postgres_of(node: NodeProcess) -> list[psutil.Process]:
+    """PostgreSQL processes whose command line names the node's data dir."""
+    found = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "postgres" in (p.info["name"] or "") + cmd and str(node.data_dir) in cmd:
+            found.append(p)
+    return found
+
+
+def servers_under(node: NodeProcess) -> list[str]:
+    """Command lines of the node's descendants that listen on TCP or are Prefect or PostgreSQL."""
+    cmds = []
+    for child in psutil.Process(node.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(child.cmdline())
+            listening = any(c.status == psutil.CONN_LISTEN for c in child.net_connections("tcp"))
+            if listening or "prefect.server" in cmd or "postgres" in cmd:
+                cmds.append(cmd)
+    return cmds
+
+
+def test_prefect_ui_server_on_loopback(ui_node: Node) -> None:
+    assert httpx.get(f"{ui_node.prefect_url}/api/health", timeout=10).json() is True
+    page = httpx.get(f"{ui_node.prefect_url}/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "<title>Prefect Server</title>" in page.text
+    # The UI talks to this server's API, not Prefect's default port.
+    ui = httpx.get(f"{ui_node.prefect_url}/ui-settings", timeout=10).json()
+    assert ui["api_url"] == f"{ui_node.prefect_url}/api"
+    assert any("prefect.server" in cmd for cmd in servers_under(ui_node.proc))
+    addresses = listeners(ui_node.prefect_port or 0)
+    assert addresses and set(addresses) == {"127.0.0.1"}, addresses
+    # Prefect's database is the embedded PostgreSQL under the node's data dir.
+    assert (ui_node.proc.data_dir / "prefect" / "pg").is_dir()
+    assert postgres_of(ui_node.proc)
+
+
+def test_workflow_run_shows_in_prefect(ui_node: Node) -> None:
+    check_runs_on(ui_node, ui_node)
+
+
+def test_node_uses_existing_prefect_server(ui_node: Node, client_node: Node) -> None:
+    check_runs_on(ui_node, client_node)
+    assert client_node.peer_id != ui_node.peer_id
+    assert servers_under(client_node.proc) == []
+    assert not (client_node.proc.data_dir / "prefect" / "pg").exists()
+    assert postgres_of(client_node.proc) == []
+
+
+def wait_gone(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while check() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def test_crashed_node_restarts_on_its_prefect_database(ui_node: Node) -> None:
+    """kill -9: the Prefect server dies with the node; the next start takes up the database.
+
+    PostgreSQL outlives the crash; the next test checks that a clean stop after this restart
+    still ends it.
+    """
+    proc = ui_node.proc
+    port = ui_node.prefect_port or 0
+    assert proc.proc is not None
+    old = proc.proc
+    os.kill(old.pid, signal.SIGKILL)  # the node alone, not its process group
+    old.wait(10)
+    try:
+        wait_gone(lambda: listeners(port))
+        assert listeners(port) == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old.pid, signal.SIGKILL)
+    proc.proc = None
+    proc.start()
+    wait_prefect(ui_node.prefect_url)
+    assert len(postgres_of(proc)) == 1
+
+
+def test_stopping_node_ends_prefect_server_and_postgres(ui_node: Node) -> None:
+    proc = ui_node.proc
+    port = ui_node.prefect_port or 0
+    assert proc.proc is not None and listeners(port) and postgres_of(proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.signal(signal.SIGTERM)
+    assert proc.proc.wait(60) == 0
+    # Checked before NodeProcess.stop, which kills whatever is left in the process group.
+    wait_gone(lambda: listeners(port) or postgres_of(proc))
+    left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+            if any(p.pid == c.pid for c in children)]
+    assert listeners(port) == [], left
+    assert postgres_of(proc) == [], left
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{ui_node.prefect_url}/api/health", timeout=2)
