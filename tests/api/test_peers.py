@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(240)
 TOPIC = "remote-network-mesh"
 STALE = 4.0
 FAST = {"RN_DHT_REFRESH_SECONDS": "1", "RN_PEER_STALE_SECONDS": str(STALE),
-        "RN_DHT_RPC_TIMEOUT": "0.5"}
+        "RN_DHT_RPC_TIMEOUT": "0.5", "RN_PREFECT_WARMUP": "false"}
 PEER_FIELDS = {"peer_id", "dht_node_id", "is_relay", "is_store", "files_count", "apps_count",
                "last_seen", "topic", "source", "is_behind_nat", "nat_type", "using_relay",
                "connected_relay_id"}

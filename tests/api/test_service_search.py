@@ -47,7 +47,8 @@ def _each(nodes: list[NodeProcess], action: str) -> None:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """Three nodes: A starts the network, B and C bootstrap from A."""
     root: Path = tmp_path_factory.mktemp("search-mesh")
-    env = {"RN_DHT_REFRESH_SECONDS": "1"}  # converge in seconds, not the default half minute
+    # Converge in seconds, not the default half minute; no workflows here, so no Prefect.
+    env = {"RN_DHT_REFRESH_SECONDS": "1", "RN_PREFECT_WARMUP": "false"}
     a = NodeProcess(root / "a", env=env)
     others = [NodeProcess(root / name, env=env,
                           extra_args=["--bootstrap", f"127.0.0.1:{a.dht_port}"])

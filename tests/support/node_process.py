@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import nacl.signing
+import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,8 +101,12 @@ class NodeProcess:
         self.proc.send_signal(sig)
 
     def stop(self, *, timeout: float = 20.0) -> int | None:
-        """SIGTERM, then SIGKILL the whole process group if it lingers. Returns the exit code."""
+        """SIGTERM, then SIGKILL the whole process group if it lingers. Returns the exit code.
+
+        Also ends what a node killed earlier left running on its data dir (its embedded
+        PostgreSQL runs in a process group of its own)."""
         if self.proc is None:
+            self.reap_leftovers()
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -114,7 +119,22 @@ class NodeProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         code = self.proc.returncode
         self.proc = None
+        self.reap_leftovers()
         return code
+
+    def reap_leftovers(self) -> int:
+        """Kill processes whose command line names this node's data dir; returns how many."""
+        marker = str(self.data_dir)
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if proc.pid != os.getpid() and marker in " ".join(proc.info["cmdline"] or ()):
+                    found.append(proc)
+        for proc in found:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(found, timeout=5)
+        return len(found)
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
