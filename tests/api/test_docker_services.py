@@ -66,7 +66,7 @@ def ws(client: ApiClient) -> Iterator[ClientConnection]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with connect(client.ws_url(), ssl=ctx, open_timeout=10) as conn:
+    with connect(client.ws_url(), ssl=ctx, open_timeout=30) as conn:
         yield conn
 
 

@@ -190,7 +190,7 @@ def _ws(client: ApiClient) -> ClientConnection:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    return connect(client.ws_url(), ssl=ctx, open_timeout=10)
+    return connect(client.ws_url(), ssl=ctx, open_timeout=30)
 
 
 def _await_event(ws: ClientConnection, type_: str, peer_id: str, limit: float) -> dict[str, Any]:

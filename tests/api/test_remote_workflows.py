@@ -145,7 +145,7 @@ def websocket(client: ApiClient) -> Iterator[Any]:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with connect(client.ws_url(), ssl=ctx, open_timeout=10) as ws:
+    with connect(client.ws_url(), ssl=ctx, open_timeout=30) as ws:
         yield ws
 
 
