@@ -4,7 +4,6 @@ interfaces, configuration, deletion. Real engine, real registries, real git serv
 from __future__ import annotations
 
 import json
-import ssl
 import tempfile
 import time
 import uuid
@@ -15,7 +14,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from tests.support.docker_infra import LocalRegistry
 from tests.support.git_server import (
@@ -63,10 +62,7 @@ def delete_service(client: ApiClient, docker_client: docker.DockerClient, servic
 
 @pytest.fixture
 def ws(client: ApiClient) -> Iterator[ClientConnection]:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with connect(client.ws_url(), ssl=ctx, open_timeout=30) as conn:
+    with client.websocket() as conn:
         yield conn
 
 

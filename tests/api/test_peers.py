@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -20,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 from kademlia.utils import digest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from network import topic as topics
 from network.dht import DhtConfig, DhtNode, LocalFacts
@@ -187,10 +186,7 @@ def test_peer_capabilities_from_the_dht_summary(trio: Trio) -> None:
 
 
 def _ws(client: ApiClient) -> ClientConnection:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return connect(client.ws_url(), ssl=ctx, open_timeout=30)
+    return client.websocket()
 
 
 def _await_event(ws: ClientConnection, type_: str, peer_id: str, limit: float) -> dict[str, Any]:

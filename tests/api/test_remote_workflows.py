@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import sqlite3
-import ssl
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import connect
 
 from tests.support.node_process import ApiClient, NodeProcess
 
@@ -142,10 +140,7 @@ def job_rows(node: NodeProcess) -> list[dict[str, Any]]:
 
 @contextlib.contextmanager
 def websocket(client: ApiClient) -> Iterator[Any]:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with connect(client.ws_url(), ssl=ctx, open_timeout=30) as ws:
+    with client.websocket() as ws:
         yield ws
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import ClientConnection
 
 from tests.support.node_process import ApiClient, NodeProcess
 
@@ -77,12 +77,7 @@ def _add_service(client: ApiClient, name: str, kind: str, *, status: str = "avai
 
 @contextlib.contextmanager
 def _ws(client: ApiClient) -> Iterator[ClientConnection]:
-    import ssl
-
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with connect(client.ws_url(), ssl=ctx, open_timeout=30) as ws:
+    with client.websocket() as ws:
         yield ws
 
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import nacl.signing
 import psutil
+from websockets.sync.client import ClientConnection, connect
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,6 +160,14 @@ class NodeProcess:
         return client
 
 
+def insecure_tls() -> ssl.SSLContext:
+    """TLS for the node's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class ApiClient:
     """An Ed25519 client: signs the challenge, keeps the JWT, talks HTTPS."""
 
@@ -197,6 +207,10 @@ class ApiClient:
 
     def ws_url(self, path: str = "/api/ws") -> str:
         return self.base_url.replace("https://", "wss://") + f"{path}?token={self.token}"
+
+    def websocket(self, *, open_timeout: float = 30.0) -> ClientConnection:
+        """A synchronous WebSocket to the node (a context manager), logged in."""
+        return connect(self.ws_url(), ssl=insecure_tls(), open_timeout=open_timeout)
 
     def close(self) -> None:
         self.http.close()
