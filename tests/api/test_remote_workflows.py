@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.workflows import make_workflow
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -84,24 +85,6 @@ def sh_service(c: ApiClient, name: str, script: str) -> tuple[int, dict[str, int
     assert r.status_code in (200, 201), r.text
     sid = int(r.json()["service"]["id"])
     return sid, interfaces(c, sid)
-
-
-def make_workflow(c: ApiClient, name: str, nodes: list[tuple[str, int, dict[str, Any]]],
-                  edges: list[tuple[int, int, int, int]]) -> tuple[int, list[int]]:
-    """Nodes as (peer id, service id, config); edges as (src, src iface, dst, dst iface)."""
-    wf = c.post("/api/workflows", json={"name": name}).json()["id"]
-    ids = []
-    for peer_id, service_id, config in nodes:
-        r = c.post(f"/api/workflows/{wf}/nodes", json={"service_id": service_id,
-                                                      "peer_id": peer_id, "config": config})
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    for src, src_if, dst, dst_if in edges:
-        r = c.post(f"/api/workflows/{wf}/connections", json={
-            "source_node_id": ids[src], "source_interface_id": src_if,
-            "target_node_id": ids[dst], "target_interface_id": dst_if})
-        assert r.status_code == 201, r.text
-    return wf, ids
 
 
 def execute(c: ApiClient, wf: int) -> int:
@@ -173,7 +156,7 @@ def test_workflow_across_three_peers(mesh: Mesh, registry: Any) -> None:
     rev = sh_service(c, "mesh-rev", "rev; echo rev-done >&2")
     wf, ids = make_workflow(
         a, "across-peers",
-        [(pa, src[0], {}), (pb, upper, {"cmd": ["tr", "a-z", "A-Z"]}), (pc, rev[0], {})],
+        [(src[0], {}, pa), (upper, {"cmd": ["tr", "a-z", "A-Z"]}, pb), (rev[0], {}, pc)],
         [(0, src[1]["STDOUT"], 1, upper_if["STDIN"]),
          (1, upper_if["STDOUT"], 2, rev[1]["STDIN"])])
 
@@ -211,7 +194,7 @@ def test_killed_executing_peer_fails_its_job_naming_it(mesh: Mesh, tmp_path: Pat
         wait_for_peers(dc, {pa})
         sid, _ = sh_service(dc, "sleeper", f"echo $$ > {pid_file}; exec sleep 120")
         dc.close()
-        wf, ids = make_workflow(a, "dies-midway", [(pd, sid, {"retry_count": 0})], [])
+        wf, ids = make_workflow(a, "dies-midway", [(sid, {"retry_count": 0}, pd)], [])
         eid = execute(a, wf)
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline and not (pid_file.exists()
@@ -240,7 +223,7 @@ def test_cancelling_an_execution_stops_its_remote_job(mesh: Mesh, tmp_path: Path
     pb = mesh.peer_ids[1]
     pid_file = tmp_path / "cancel.pid"
     sid, _ = sh_service(b, "cancel-me", f"echo $$ > {pid_file}; exec sleep 120")
-    wf, _ = make_workflow(a, "cancelled-remotely", [(pb, sid, {})], [])
+    wf, _ = make_workflow(a, "cancelled-remotely", [(sid, {}, pb)], [])
     eid = execute(a, wf)
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline and not (pid_file.exists()
@@ -270,7 +253,7 @@ def test_blacklisted_requester_is_refused(mesh: Mesh) -> None:
     a, b, _ = mesh.clients
     pa, pb, _ = mesh.peer_ids
     sid, _ = sh_service(b, "refuses-a", "cat")
-    wf, ids = make_workflow(a, "refused", [(pb, sid, {})], [])
+    wf, ids = make_workflow(a, "refused", [(sid, {}, pb)], [])
     r = b.post("/api/blacklist", json={"peer_id": pa, "reason": "test"})
     assert r.status_code in (200, 201), r.text
     try:

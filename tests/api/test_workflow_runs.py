@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.workflows import make_workflow
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 # Prefect starts beside each node; on a loaded 2-core machine that can take a while.
@@ -50,24 +51,6 @@ def sh_service(c: ApiClient, name: str, script: str,
     sid = r.json()["service"]["id"]
     listed = c.get(f"/api/services/{sid}/interfaces").json()["interfaces"]
     return sid, {(i["path"] or i["interface_type"]): i["id"] for i in listed}
-
-
-def make_workflow(c: ApiClient, name: str, nodes: list[tuple[int, dict[str, Any]]],
-                  edges: list[tuple[int, int, int, int]]) -> tuple[int, list[int]]:
-    """Nodes as (service id, config); edges as (src index, src iface, dst index, dst iface)."""
-    wf = c.post("/api/workflows", json={"name": name}).json()["id"]
-    ids = []
-    for service_id, config in nodes:
-        r = c.post(f"/api/workflows/{wf}/nodes", json={"service_id": service_id,
-                                                      "config": config})
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    for src, src_if, dst, dst_if in edges:
-        r = c.post(f"/api/workflows/{wf}/connections", json={
-            "source_node_id": ids[src], "source_interface_id": src_if,
-            "target_node_id": ids[dst], "target_interface_id": dst_if})
-        assert r.status_code == 201, r.text
-    return wf, ids
 
 
 def execute(c: ApiClient, wf: int) -> int:
