@@ -100,7 +100,7 @@ class LocalDispatcher:
 
     def _view(self, service_id: int) -> ServiceView:
         try:
-            return self.registry.get(service_id)
+            return self.registry.snapshot(service_id)
         except NotFound:
             raise DispatchError(f"service {service_id} does not exist on this node") from None
 

@@ -20,11 +20,14 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import get_current_settings
 
+from flows import tag_limits
 from flows.runner import NodeOutputs, current_runner
 
 # The node owns SIGTERM (a graceful stop); Prefect would swap in its own handler for as long as a
 # flow runs in the main thread and turn the node's stop into a crash of that flow.
 prefect.flow_engine.capture_sigterm = contextlib.nullcontext  # type: ignore[assignment]
+# Tagged task runs ask for tag concurrency slots only where such a limit exists.
+tag_limits.install()
 
 # Nothing is persisted, but without a storage of its own every flow run asks the API for the
 # server's default one, twice, with a blocking request on the event loop.

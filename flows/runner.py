@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
 from flows.dispatch import DispatchError, JobDispatcher, JobInput, JobRequest, LocalDispatcher
 from orchestrator.config import Settings
@@ -93,6 +95,7 @@ class WorkflowRunner:
         self._job_ids: dict[int, dict[int, int]] = {}  # execution -> plan node -> job id
         self._tasks: dict[tuple[Any, ...], Any] = {}
         self._clients: asyncio.Future[tuple[Any, Any]] | None = None
+        self._flow_id: Any = None  # run_workflow's id on the Prefect server, once known
 
     def use_remote(self, remote: JobDispatcher) -> None:
         """Dispatch through ``remote`` every node that runs on another peer or may take inputs
@@ -180,12 +183,7 @@ class WorkflowRunner:
             params = {"workflow_id": plan.workflow_id, "execution_id": execution_id}
             if flow_run is None:
                 # Created here with its name: a run Prefect creates is renamed with one more call.
-                from prefect.client.orchestration import get_client
-                from prefect.states import Pending
-
-                flow_run = await get_client().create_flow_run(
-                    flow=run_workflow, name=name, state=Pending(),
-                    parameters=run_workflow.serialize_parameters(params))
+                flow_run = await self._create_flow_run(name, params)
                 await run_flow_async(run_workflow, flow_run=flow_run, parameters=params)
             else:
                 named = run_workflow.with_options(flow_run_name=name)
@@ -208,6 +206,36 @@ class WorkflowRunner:
             self._job_ids.pop(execution_id, None)
             self.engine.terminal.discard(execution_id)
 
+    async def _create_flow_run(self, name: str, params: dict[str, Any]) -> Any:
+        """A Pending flow run of ``run_workflow`` named ``name``. Prefect's client asks the
+        server for the flow's id before every run; the id is kept here instead, and asked for
+        again only when the server no longer knows it (a server reset, a flow deleted)."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.actions import FlowRunCreate
+        from prefect.client.schemas.objects import FlowRun
+        from prefect.states import Pending, to_state_create
+
+        from flows.flow import run_workflow
+
+        client = get_client()
+        known = self._flow_id is not None
+        if not known:
+            self._flow_id = await client.create_flow(run_workflow)
+        body = FlowRunCreate(flow_id=self._flow_id, name=name,
+                             parameters=run_workflow.serialize_parameters(params),
+                             state=to_state_create(Pending()))
+        try:
+            response = await client.request(
+                "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True))
+        except httpx.HTTPStatusError as exc:
+            if not known or exc.response.status_code not in (404, 409, 422):
+                raise
+            self._flow_id = None
+            return await self._create_flow_run(name, params)
+        flow_run = FlowRun.model_validate(response.json())
+        flow_run.parameters = params
+        return flow_run
+
     def _fail_if_open(self, execution_id: int, error: str) -> None:
         try:
             if self.engine.is_finished(execution_id):
@@ -228,10 +256,14 @@ class WorkflowRunner:
         self._plans[execution_id] = plan
         if self.engine.is_finished(execution_id):  # cancelled before Prefect was ready
             return {"execution_id": execution_id, "status": RunState.CANCELLED}
+        from prefect.client.orchestration import get_client
         from prefect.context import get_run_context
+
+        from flows.tag_limits import read_tag_limits, use_tag_limits
 
         ctx = get_run_context()
         flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+        use_tag_limits(await read_tag_limits(get_client()))
         self.engine.set_execution(execution_id, RunState.RUNNING, prefect_flow_run_id=flow_run_id)
         jobs = self.engine.jobs(execution_id)
         self._job_ids[execution_id] = {n: int(j.id or 0) for n, j in jobs.items()}

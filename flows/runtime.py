@@ -42,13 +42,32 @@ log = logging.getLogger("remote_network.prefect")
 
 STARTUP_TIMEOUT = 180.0
 # The server records task runs from their events one at a time by default: a bulk insert per
-# event, most of its CPU. In batches (flushed at least every half second) it costs a third less,
-# which is what bounds executions running together. The environment may override these.
+# event, most of its CPU. In batches it costs a third less, which is what bounds executions
+# running together. Prefect truncates the flush interval to whole seconds, and 0 would make its
+# flush loop spin: keep it a whole number. The environment may override these.
 SERVER_TUNING = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "50",
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "0.5",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
+# Without ``prefect_event_history``: events still reach the task-run recorder (runs, states and
+# the task graph are all there), but they are not stored, and no automation looks at them.
+NO_EVENT_HISTORY = {
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+    "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+}
+
+
+def server_environment(settings: Settings, db_url: str, api_url: str) -> dict[str, str]:
+    """The environment of the Prefect server the node starts beside itself."""
+    port = api_url.rsplit(":", 1)[1].split("/")[0]
+    tuning = {**SERVER_TUNING, **({} if settings.prefect_event_history else NO_EVENT_HISTORY)}
+    return {**tuning, **os.environ,
+            "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
+            "PREFECT_UI_ENABLED": "true" if settings.prefect_ui else "false",
+            "PREFECT_UI_API_URL": api_url,
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": port}
 
 
 def _free_port() -> int:
@@ -192,13 +211,8 @@ class PrefectRuntime:
         return str(self._pg.get_uri())
 
     async def _start_server(self, db_url: str) -> None:
-        port = self.api_url.rsplit(":", 1)[1].split("/")[0]
-        env = {**SERVER_TUNING, **os.environ,
-               "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
-               "PREFECT_UI_ENABLED": "true" if self.settings.prefect_ui else "false",
-               "PREFECT_UI_API_URL": self.api_url,
-               "PREFECT_SERVER_API_HOST": "127.0.0.1",
-               "PREFECT_SERVER_API_PORT": port}
+        env = server_environment(self.settings, db_url, self.api_url)
+        port = env["PREFECT_SERVER_API_PORT"]
         log_file = (self.settings.prefect_dir / "server.log").open("ab")
         try:
             self._server = await asyncio.create_subprocess_exec(

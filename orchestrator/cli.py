@@ -62,6 +62,7 @@ SETTING_HELP = {
     "prefect_database_url": "database of the node's Prefect server (default: embedded "
                             "PostgreSQL in the data dir)",
     "prefect_warmup": "start Prefect when the node starts (default on)",
+    "prefect_event_history": "keep Prefect's event history and run its automations",
     "schedule_poll_seconds": "how often due scheduled runs are looked for, s (default 2)",
     "output_inline_limit": "text outputs up to this size are returned inline (default 64 KiB)",
 }

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # Prefect's database (SQLAlchemy async URL); default: an embedded PostgreSQL in the data dir,
     # SQLite there when PostgreSQL cannot start.
     prefect_database_url: str | None = None
+    # Keep Prefect's event history (its Events page) and run its automations on the Prefect
+    # server the node starts. Off by default: every task-run event would be stored and matched
+    # against triggers, which costs that server about as much CPU as recording the runs.
+    prefect_event_history: bool = False
     # Start Prefect in the background when the node starts, so the first execute is not slow.
     prefect_warmup: bool = True
     # How often the node looks for due runs of its scheduled workflows.

@@ -7,13 +7,14 @@ the event (EXECUTION_UPDATED / JOB_UPDATED) is published from the same call. Run
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, func, insert, literal, update
+from sqlalchemy import bindparam, case, func, insert, update
 from sqlmodel import col, select
 
 from orchestrator.db import Database
@@ -50,6 +51,41 @@ INTERRUPTED = "interrupted: the node stopped while this execution was running"
 _SOURCES: dict[RunState, list[str]] = {
     target: [str(src) for src, targets in TRANSITIONS.items() if target in targets]
     for target in RunState}
+_JOBS = JobExecution.__table__  # type: ignore[attr-defined]
+_EXECUTIONS = WorkflowExecution.__table__  # type: ignore[attr-defined]
+_INTERFACES = JobExecutionInterface.__table__  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _transition(state: RunState, keys: tuple[str, ...]) -> Any:
+    """The UPDATE that moves job ``job_id`` to ``state`` (only from a state allowed to move
+    there), setting the columns ``keys`` from parameters ``v_<key>`` and the time columns from
+    ``now``; it returns the row as it is afterwards. Built once for each shape."""
+    values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=_JOBS.c[k].type) for k in keys}
+    values["status"] = str(state)
+    now = bindparam("now", type_=_JOBS.c.started_at.type)
+    if state is RunState.RUNNING:
+        values["started_at"] = func.coalesce(_JOBS.c.started_at, now)
+    if state.is_terminal:
+        values["completed_at"] = now
+    return (update(_JOBS)
+            .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(_SOURCES[state]))
+            .values(**values).returning(*_JOBS.c))
+
+
+def _progress_statement() -> Any:
+    """Sets an execution's progress (the share of its jobs that have ended) in one statement."""
+    done = func.sum(case((_JOBS.c.status.in_([str(t) for t in TERMINAL]), 1), else_=0))
+    percent = (select(func.coalesce(100 * done / func.count(), 0))
+               .where(_JOBS.c.workflow_execution_id == bindparam("execution_id"))
+               .scalar_subquery())
+    return (update(_EXECUTIONS).where(_EXECUTIONS.c.id == bindparam("execution_id"))
+            .values(progress=percent)
+            .returning(_EXECUTIONS.c.workflow_id, _EXECUTIONS.c.status,
+                       _EXECUTIONS.c.progress, _EXECUTIONS.c.error))
+
+
+_PROGRESS = _progress_statement()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +120,7 @@ class ExecutionEngine:
     # -- compile -------------------------------------------------------------------------------
     def _service_info(self, service_id: int) -> ServiceInfo | None:
         try:
-            view = self.services.get(service_id)
+            view = self.services.snapshot(service_id)
         except NotFound:
             return None
         ifaces = tuple(InterfaceInfo(int(i.id or 0), i.service_id, i.interface_type, i.path,
@@ -221,50 +257,35 @@ class ExecutionEngine:
     def set_job(self, job_id: int, state: RunState, *,
                 records: list[InterfaceRecord] | None = None, **fields: Any) -> JobExecution:
         """Move a job to ``state`` (fields: attempt, exit_code, error, prefect_task_run_id),
-        recording its inputs and outputs (``records``) in the same transaction."""
-        jobs = JobExecution.__table__  # type: ignore[attr-defined]
-        now = utcnow()
-        values: dict[str, Any] = {**fields, "status": str(state)}
-        if state is RunState.RUNNING:
-            values["started_at"] = func.coalesce(jobs.c.started_at,
-                                                 literal(now, jobs.c.started_at.type))
-        if state.is_terminal:
-            values["completed_at"] = now
-        with self._lock, self.db.session() as s:
-            # One statement, guarded by the transition table; the row as it is afterwards.
-            changed = s.execute(update(jobs)
-                                .where(jobs.c.id == job_id, jobs.c.status.in_(_SOURCES[state]))
-                                .values(**values).returning(*jobs.c)).first()
+        recording its inputs and outputs (``records``) in the same transaction.
+
+        Every job changes state at least twice, on the path from one job to the next: one
+        prepared statement guarded by the transition table, on a plain connection."""
+        params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
+        params.update(job_id=job_id, now=utcnow())
+        with self._lock, self.db.engine.begin() as conn:
+            changed = conn.execute(_transition(state, tuple(sorted(fields))), params).first()
             if changed is None:
-                current = s.get(JobExecution, job_id)
+                current = conn.execute(select(_JOBS.c.status).where(_JOBS.c.id == job_id)).first()
                 if current is None:
                     raise NotFound("Job execution not found")
                 check_transition(current.status, state)  # raises: the change is not allowed
                 raise Conflict(f"Job {job_id} changed state meanwhile")
-            row = JobExecution(**changed._mapping)
-            self._add_records(s, job_id, records or [])
+            row = JobExecution.model_construct(**changed._mapping)
+            self._add_records(conn, job_id, records or [])
             progress = None
             if state.is_terminal and row.workflow_execution_id is not None:
-                progress = self._update_progress(s, row.workflow_execution_id)
-            s.commit()
+                progress = self._update_progress(conn, row.workflow_execution_id)
         self._publish_job(row)
         if progress is not None and progress["status"] == RunState.RUNNING:
             self.bus.publish(EXECUTION_UPDATED, progress)
         return row
 
     @staticmethod
-    def _update_progress(s: Any, execution_id: int) -> dict[str, Any] | None:
+    def _update_progress(conn: Any, execution_id: int) -> dict[str, Any] | None:
         """Set the execution's progress from its jobs, in one statement; returns the
         EXECUTION_UPDATED payload (None when the execution is gone)."""
-        jobs = JobExecution.__table__  # type: ignore[attr-defined]
-        done = func.sum(case((jobs.c.status.in_([str(t) for t in TERMINAL]), 1), else_=0))
-        percent = (select(func.coalesce(100 * done / func.count(), 0))
-                   .where(jobs.c.workflow_execution_id == execution_id).scalar_subquery())
-        table = WorkflowExecution.__table__  # type: ignore[attr-defined]
-        row = s.execute(update(table).where(table.c.id == execution_id)
-                        .values(progress=percent)
-                        .returning(table.c.workflow_id, table.c.status, table.c.progress,
-                                   table.c.error)).first()
+        row = conn.execute(_PROGRESS, {"execution_id": execution_id}).first()
         if row is None:
             return None
         return {"execution_id": execution_id, "workflow_id": row.workflow_id,
@@ -274,7 +295,7 @@ class ExecutionEngine:
     def _add_records(s: Any, job_id: int, records: list[InterfaceRecord]) -> None:
         if not records:
             return
-        s.execute(insert(JobExecutionInterface.__table__), [  # type: ignore[attr-defined]
+        s.execute(insert(_INTERFACES), [
             {"job_execution_id": job_id, "interface_id": r.interface_id,
              "interface_type": r.interface_type, "direction": r.direction, "path": r.path,
              "value": r.value, "artifact_hash": r.artifact_hash, "size": r.size}

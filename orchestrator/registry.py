@@ -49,6 +49,8 @@ STATUS_ALIASES = {
     "UNAVAILABLE": ServiceStatus.INACTIVE,
 }
 MOUNT_FUNCTIONS = {"", "INPUT", "OUTPUT", "BOTH"}
+# Services whose views snapshot() keeps at most (the cache starts over beyond that).
+SNAPSHOT_CACHE_SIZE = 1024
 
 
 def parse_status(value: str, *, aliases: bool = True) -> ServiceStatus:
@@ -132,6 +134,8 @@ class ServiceRegistry:
         self._counts: dict[str, int] | None = None
         self._generation = 0
         self._counts_lock = threading.Lock()
+        # snapshot()'s views, kept the same way.
+        self._views: dict[int, ServiceView] = {}
 
     # -- reading -----------------------------------------------------------------------------
     def list(self) -> list[ServiceView]:
@@ -142,6 +146,22 @@ class ServiceRegistry:
     def get(self, service_id: int) -> ServiceView:
         with self.db.session() as s:
             return self._view(s, self._require(s, service_id))
+
+    def snapshot(self, service_id: int) -> ServiceView:
+        """The service as ``get`` reads it, from a cache kept until the next change to any
+        service: for compiling and dispatching jobs, which read the same few services again and
+        again. The view is shared between callers: read it, never change it."""
+        view = self._views.get(service_id)
+        if view is not None:
+            return view
+        generation = self._generation
+        view = self.get(service_id)
+        with self._counts_lock:
+            if generation == self._generation:
+                if len(self._views) >= SNAPSHOT_CACHE_SIZE:
+                    self._views.clear()
+                self._views[service_id] = view
+        return view
 
     def interfaces(self, service_id: int) -> list[ServiceInterface]:
         with self.db.session() as s:
@@ -288,6 +308,7 @@ class ServiceRegistry:
         with self._counts_lock:
             self._generation += 1
             self._counts = None
+            self._views = {}
         self.bus.publish(SERVICE_UPDATED, {"action": action, "service_id": service.id,
                                            "service_type": service.service_type})
 

@@ -124,6 +124,21 @@ def completed_flow_run(server: Node, workflow_name: str, execution_id: int) -> d
         time.sleep(0.3)
 
 
+def recorded_task_runs(server: Node, flow_run_id: str, count: int) -> list[dict[str, Any]]:
+    """The flow run's task runs once all ``count`` are recorded COMPLETED: Prefect's server
+    records them from their events in batches, flushed every second."""
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = prefect_post(server, "/task_runs/filter",
+                             {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+        if len(tasks) == count and all(t["state_type"] == "COMPLETED" for t in tasks):
+            return tasks
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task runs of {flow_run_id}: "
+                                 f"{[(t['name'], t['state_type']) for t in tasks]}")
+        time.sleep(0.3)
+
+
 def run_pair(node: Node) -> tuple[str, int, dict[str, int], dict[int, dict[str, Any]]]:
     """A 2-node workflow (printf -> tr) run to completion on ``node``.
 
@@ -149,9 +164,7 @@ def check_runs_on(server: Node, node: Node) -> None:
     status = node.api.get(f"/api/workflow-executions/{eid}/status").json()
     assert status["prefect_flow_run_id"] == flow_run["id"]
 
-    tasks = prefect_post(server, "/task_runs/filter",
-                         {"flow_runs": {"id": {"any_": [flow_run["id"]]}}})
-    assert len(tasks) == len(services), [t["name"] for t in tasks]
+    tasks = recorded_task_runs(server, flow_run["id"], len(services))
     by_id = {t["id"]: t for t in tasks}
     for node_id, service_name in services.items():
         task_run = by_id[jobs[node_id]["prefect_task_run_id"]]
@@ -228,6 +241,48 @@ def test_node_uses_existing_prefect_server(ui_node: Node, client_node: Node) -> 
     assert postgres_of(client_node.proc) == []
 
 
+def test_prefect_server_settings(ui_node: Node) -> None:
+    """The server beside the node records task runs in batches, flushed at least every second
+    (Prefect truncates the interval to whole seconds; 0 would spin its flush loop), and keeps
+    no event history unless asked to (``--prefect-event-history``)."""
+    r = httpx.get(f"{ui_node.prefect_url}/api/admin/settings", timeout=10)
+    assert r.status_code == 200, r.text
+    services = r.json()["server"]["services"]
+    recorder = services["task_run_recorder"]
+    assert recorder["enabled"] is True
+    assert recorder["batch_size"] > 1
+    assert float(recorder["flush_interval"]) >= 1
+    assert float(recorder["flush_interval"]).is_integer()
+    assert services["event_persister"]["enabled"] is False
+    assert services["triggers"]["enabled"] is False
+
+
+def test_tag_concurrency_limit_caps_jobs_on_a_peer(ui_node: Node) -> None:
+    """A Prefect concurrency limit on the tag ``peer:<peer id>`` caps the jobs running on that
+    peer: with a limit of 1, two branches that overlap without it (see the diamond test of
+    ``tests/api/test_workflow_runs.py``) run one after the other."""
+    api = ui_node.api
+    r = httpx.post(f"{ui_node.prefect_url}/api/v2/concurrency_limits/",
+                   json={"name": f"tag:peer:{ui_node.peer_id}", "limit": 1}, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    limit_id = r.json()["id"]
+    try:
+        tag = uuid.uuid4().hex[:8]
+        src = sh_service(api, f"tl-src-{tag}", "printf go")
+        slow = sh_service(api, f"tl-slow-{tag}", "cat; sleep 1")
+        wf, ids = make_workflow(
+            api, f"tag-limit-{tag}", [(src[0], {}), (slow[0], {}), (slow[0], {})],
+            [(0, src[1]["STDOUT"], 1, slow[1]["STDIN"]),
+             (0, src[1]["STDOUT"], 2, slow[1]["STDIN"])])
+        eid = execute(api, wf)
+        assert wait_done(api, eid, WAIT)["status"] == "COMPLETED"
+        jobs = jobs_by_node(api, eid)
+        a, b = sorted((jobs[ids[1]], jobs[ids[2]]), key=lambda j: j["started_at"])
+        assert a["completed_at"] <= b["started_at"], (a, b)
+    finally:
+        httpx.delete(f"{ui_node.prefect_url}/api/v2/concurrency_limits/{limit_id}", timeout=10)
+
+
 def wait_gone(check: Any, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while check() and time.monotonic() < deadline:
@@ -273,3 +328,4 @@ def test_stopping_node_ends_prefect_server_and_postgres(ui_node: Node) -> None:
     assert postgres_of(proc) == [], left
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{ui_node.prefect_url}/api/health", timeout=2)
+
