@@ -19,6 +19,7 @@ import httpx
 
 from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
 from flows.dispatch import DispatchError, JobDispatcher, JobInput, JobRequest, LocalDispatcher
+from flows.tag_limits import TagLimits, use_tag_limits
 from orchestrator.config import Settings
 from orchestrator.engine import ExecutionEngine, InterfaceRecord
 from orchestrator.errors import Unavailable
@@ -96,6 +97,7 @@ class WorkflowRunner:
         self._tasks: dict[tuple[Any, ...], Any] = {}
         self._clients: asyncio.Future[tuple[Any, Any]] | None = None
         self._flow_id: Any = None  # run_workflow's id on the Prefect server, once known
+        self._tag_limits = TagLimits()
 
     def use_remote(self, remote: JobDispatcher) -> None:
         """Dispatch through ``remote`` every node that runs on another peer or may take inputs
@@ -175,10 +177,12 @@ class WorkflowRunner:
         try:
             await self.runtime.wait_ready()
             await self._use_shared_clients()
+            from prefect.client.orchestration import get_client
             from prefect.flow_engine import run_flow_async
 
             from flows.flow import run_workflow
 
+            self._tag_limits.prefetch(get_client())
             name = f"{plan.workflow_name} #{execution_id}"
             params = {"workflow_id": plan.workflow_id, "execution_id": execution_id}
             if flow_run is None:
@@ -254,16 +258,14 @@ class WorkflowRunner:
             self._plans[execution_id] = plan
         plan = self._plans.get(execution_id) or self.engine.plan(execution_id)
         self._plans[execution_id] = plan
-        if self.engine.is_finished(execution_id):  # cancelled before Prefect was ready
+        if self._finished(execution_id):  # cancelled before Prefect was ready
             return {"execution_id": execution_id, "status": RunState.CANCELLED}
         from prefect.client.orchestration import get_client
         from prefect.context import get_run_context
 
-        from flows.tag_limits import read_tag_limits, use_tag_limits
-
         ctx = get_run_context()
         flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
-        use_tag_limits(await read_tag_limits(get_client()))
+        use_tag_limits(await self._tag_limits.current(get_client()))
         self.engine.set_execution(execution_id, RunState.RUNNING, prefect_flow_run_id=flow_run_id)
         jobs = self.engine.jobs(execution_id)
         self._job_ids[execution_id] = {n: int(j.id or 0) for n, j in jobs.items()}
@@ -271,11 +273,14 @@ class WorkflowRunner:
         for node in plan.nodes:
             tasks[node.node_id] = asyncio.create_task(
                 self._node(execution_id, plan, node, jobs[node.node_id], tasks))
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        results = await asyncio.gather(*tasks.values(), return_exceptions=True)
 
         if self._finished(execution_id):
             return {"execution_id": execution_id, "status": self.engine.execution(
                 execution_id).status}
+        if all(isinstance(r, NodeOutputs) for r in results):
+            self.engine.set_execution(execution_id, RunState.COMPLETED)
+            return {"execution_id": execution_id, "status": RunState.COMPLETED}
         final = self.engine.jobs(execution_id)
         for node in plan.nodes:
             job = final[node.node_id]

@@ -6,17 +6,20 @@ asks its server for a slot of every tag's limit before each task run that has ta
 limit exists or not: a round trip on the path from one job to the next, for nothing in the common
 case of no limits at all.
 
-The node instead reads the names of the limits that exist when an execution starts (one request)
-and, inside that execution's flow run, lets Prefect ask only for those. A limit created while an
-execution runs applies from the next execution on. Outside an execution, and when the names could
-not be read, Prefect asks for every tag as it always does.
+The node instead reads the names of the limits that exist when an execution starts (one request,
+shared by the executions that start within the same second) and, inside that execution's flow
+run, lets Prefect ask only for those. A limit applies to the executions that start from a second
+after it was created. Outside an execution, and when the names could not be read, Prefect asks
+for every tag as it always does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -25,6 +28,8 @@ log = logging.getLogger("remote_network.flows")
 TAG_PREFIX = "tag:"
 # Limits read per request; more than this many tag limits on one server is not expected.
 PAGE = 200
+# How long one reading of the limits serves executions that start after it (seconds).
+MAX_AGE = 1.0
 
 # The names of the tag limits that exist, as read when the current execution started.
 _known: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
@@ -44,6 +49,40 @@ async def read_tag_limits(client: Any) -> frozenset[str] | None:
         log.debug("cannot read Prefect's concurrency limits: %s", exc)
         return None
     return None  # more limits than read: let Prefect ask for every tag
+
+
+class TagLimits:
+    """The tag limits on the Prefect server, read at most once a second: executions started
+    together share one request."""
+
+    def __init__(self, max_age: float = MAX_AGE) -> None:
+        self.max_age = max_age
+        self._names: frozenset[str] | None = None
+        self._read_at = -float("inf")
+        self._reading: asyncio.Future[frozenset[str] | None] | None = None
+
+    def prefetch(self, client: Any) -> None:
+        """Start reading now, unless the last reading is recent or one is under way (an
+        execution calls this before its flow run is set up, which takes longer)."""
+        if time.monotonic() - self._read_at >= self.max_age and self._reading is None:
+            self._reading = asyncio.ensure_future(self._read(client))
+
+    async def current(self, client: Any) -> frozenset[str] | None:
+        if time.monotonic() - self._read_at < self.max_age:
+            return self._names
+        self.prefetch(client)
+        assert self._reading is not None
+        return await asyncio.shield(self._reading)
+
+    async def _read(self, client: Any) -> frozenset[str] | None:
+        started = time.monotonic()
+        try:
+            names = await read_tag_limits(client)
+        finally:
+            self._reading = None
+        if names is not None:
+            self._names, self._read_at = names, started
+        return names
 
 
 def use_tag_limits(names: frozenset[str] | None) -> None:

@@ -57,20 +57,26 @@ _INTERFACES = JobExecutionInterface.__table__  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _transition(state: RunState, keys: tuple[str, ...]) -> Any:
-    """The UPDATE that moves job ``job_id`` to ``state`` (only from a state allowed to move
-    there), setting the columns ``keys`` from parameters ``v_<key>`` and the time columns from
-    ``now``; it returns the row as it is afterwards. Built once for each shape."""
-    values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=_JOBS.c[k].type) for k in keys}
+def _transition(table: Any, state: RunState, keys: tuple[str, ...]) -> Any:
+    """The UPDATE that moves row ``row_id`` of ``table`` (jobs or executions) to ``state``, only
+    from a state allowed to move there, setting the columns ``keys`` from parameters
+    ``v_<key>`` and the time columns from ``now``; it returns the row as it is afterwards.
+    Built once for each shape."""
+    values: dict[str, Any] = {k: bindparam(f"v_{k}", type_=table.c[k].type) for k in keys}
     values["status"] = str(state)
-    now = bindparam("now", type_=_JOBS.c.started_at.type)
+    now = bindparam("now", type_=table.c.started_at.type)
     if state is RunState.RUNNING:
-        values["started_at"] = func.coalesce(_JOBS.c.started_at, now)
+        values["started_at"] = func.coalesce(table.c.started_at, now)
     if state.is_terminal:
         values["completed_at"] = now
-    return (update(_JOBS)
-            .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(_SOURCES[state]))
-            .values(**values).returning(*_JOBS.c))
+    if table is _EXECUTIONS and state is RunState.COMPLETED:
+        values["progress"] = 100
+    returned = (table.c if table is _JOBS else
+                (table.c.id, table.c.workflow_id, table.c.status, table.c.progress,
+                 table.c.error))
+    return (update(table)
+            .where(table.c.id == bindparam("row_id"), table.c.status.in_(_SOURCES[state]))
+            .values(**values).returning(*returned))
 
 
 def _progress_statement() -> Any:
@@ -149,7 +155,10 @@ class ExecutionEngine:
 
         def interface(interface_id: int) -> InterfaceInfo | None:
             if interface_id not in interfaces:
-                interfaces[interface_id] = self._interface_info(interface_id)
+                # Mostly an interface of a service already read; else (a wrong id) the table.
+                known = (i for info in services.values() if info for i in info.interfaces)
+                interfaces[interface_id] = next((i for i in known if i.id == interface_id),
+                                                None) or self._interface_info(interface_id)
             return interfaces[interface_id]
 
         nodes = [NodeSpec(int(n.id or 0), n.peer_id, n.service_id, n.service_name,
@@ -172,11 +181,12 @@ class ExecutionEngine:
         with self.db.session() as s:
             s.add(execution)
             s.flush()
-            for n in plan.nodes:
-                s.add(JobExecution(workflow_execution_id=execution.id, workflow_id=workflow_id,
-                                   node_id=n.node_id, service_id=n.service_id, peer_id=n.peer_id,
-                                   requester_peer_id=self.own_peer_id,
-                                   status=RunState.PENDING))
+            now = utcnow()
+            s.execute(insert(_JOBS), [
+                {"workflow_execution_id": execution.id, "workflow_id": workflow_id,
+                 "node_id": n.node_id, "service_id": n.service_id, "peer_id": n.peer_id,
+                 "requester_peer_id": self.own_peer_id, "status": str(RunState.PENDING),
+                 "attempt": 0, "created_at": now} for n in plan.nodes])
             s.commit()
             s.refresh(execution)
         self._publish_execution(execution)
@@ -222,29 +232,38 @@ class ExecutionEngine:
 
     # -- state changes -----------------------------------------------------------------------
     def set_execution(self, execution_id: int, state: RunState, *, error: str | None = None,
-                      prefect_flow_run_id: str | None = None) -> WorkflowExecution:
-        with self._lock, self.db.session() as s:
-            row = s.get(WorkflowExecution, execution_id)
-            if row is None:
-                raise NotFound("Workflow execution not found")
-            row.status = check_transition(row.status, state)
-            now = utcnow()
-            if state is RunState.RUNNING and row.started_at is None:
-                row.started_at = now
-            if state.is_terminal:
-                row.completed_at = now
-                self.terminal.add(execution_id)
-                if state is RunState.COMPLETED:
-                    row.progress = 100
-            if error is not None:
-                row.error = error
-            if prefect_flow_run_id is not None:
-                row.prefect_flow_run_id = prefect_flow_run_id
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-        self._publish_execution(row)
-        return row
+                      prefect_flow_run_id: str | None = None) -> None:
+        """Move an execution to ``state`` (409 when it may not move there from where it is)."""
+        fields = {k: v for k, v in (("error", error), ("prefect_flow_run_id", prefect_flow_run_id))
+                  if v is not None}
+        changed = self._transition(_EXECUTIONS, execution_id, state, fields)
+        if state.is_terminal:
+            self.terminal.add(execution_id)
+        self.bus.publish(EXECUTION_UPDATED, {
+            "execution_id": changed.id, "workflow_id": changed.workflow_id,
+            "status": changed.status, "progress": changed.progress, "error": changed.error})
+
+    def _transition(self, table: Any, row_id: int, state: RunState, fields: dict[str, Any],
+                    then: Callable[[Any, Any], Any] | None = None) -> Any:
+        """Apply one state change to a row of ``table`` in its own transaction, with ``then``
+        (given the connection and the changed row) in the same one; the changed row."""
+        params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
+        params.update(row_id=row_id, now=utcnow())
+        with self._lock, self.db.engine.begin() as conn:
+            changed = conn.execute(_transition(table, state, tuple(sorted(fields))),
+                                   params).first()
+            if changed is None:
+                current = conn.execute(select(table.c.status)
+                                       .where(table.c.id == row_id)).first()
+                if current is None:
+                    raise NotFound("Job execution not found" if table is _JOBS
+                                   else "Workflow execution not found")
+                check_transition(current.status, state)  # raises: the change is not allowed
+                raise Conflict(f"{'Job' if table is _JOBS else 'Execution'} {row_id} "
+                               "changed state meanwhile")
+            if then is not None:
+                then(conn, changed)
+        return changed
 
     def set_prefect_flow_run(self, execution_id: int, flow_run_id: str) -> None:
         with self._lock, self.db.session() as s:
@@ -259,26 +278,20 @@ class ExecutionEngine:
         """Move a job to ``state`` (fields: attempt, exit_code, error, prefect_task_run_id),
         recording its inputs and outputs (``records``) in the same transaction.
 
-        Every job changes state at least twice, on the path from one job to the next: one
+        Every job changes state at least twice on the path from one job to the next: one
         prepared statement guarded by the transition table, on a plain connection."""
-        params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
-        params.update(job_id=job_id, now=utcnow())
-        with self._lock, self.db.engine.begin() as conn:
-            changed = conn.execute(_transition(state, tuple(sorted(fields))), params).first()
-            if changed is None:
-                current = conn.execute(select(_JOBS.c.status).where(_JOBS.c.id == job_id)).first()
-                if current is None:
-                    raise NotFound("Job execution not found")
-                check_transition(current.status, state)  # raises: the change is not allowed
-                raise Conflict(f"Job {job_id} changed state meanwhile")
-            row = JobExecution.model_construct(**changed._mapping)
+        progress: list[dict[str, Any] | None] = []
+
+        def then(conn: Any, changed: Any) -> None:
             self._add_records(conn, job_id, records or [])
-            progress = None
-            if state.is_terminal and row.workflow_execution_id is not None:
-                progress = self._update_progress(conn, row.workflow_execution_id)
+            if state.is_terminal and changed.workflow_execution_id is not None:
+                progress.append(self._update_progress(conn, changed.workflow_execution_id))
+
+        changed = self._transition(_JOBS, job_id, state, fields, then)
+        row = JobExecution.model_construct(**changed._mapping)
         self._publish_job(row)
-        if progress is not None and progress["status"] == RunState.RUNNING:
-            self.bus.publish(EXECUTION_UPDATED, progress)
+        if progress and progress[0] is not None and progress[0]["status"] == RunState.RUNNING:
+            self.bus.publish(EXECUTION_UPDATED, progress[0])
         return row
 
     @staticmethod

@@ -7,7 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flows.tag_limits import install, only_existing, use_tag_limits
+from flows.tag_limits import (
+    TagLimits,
+    install,
+    only_existing,
+    read_tag_limits,
+    use_tag_limits,
+)
 
 
 def recorder() -> tuple[list[list[str]], Any]:
@@ -62,3 +68,56 @@ def test_installed_once_in_prefects_task_engine() -> None:
     first = engine._aconcurrency
     assert install()
     assert engine._aconcurrency is first and getattr(first, "_rn_existing_only", False)
+
+
+class Limit:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class Server:
+    """Answers ``read_global_concurrency_limits`` as Prefect's client does; counts the calls."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.calls = 0
+        self.fail = False
+
+    async def read_global_concurrency_limits(self, limit: int, offset: int) -> list[Limit]:
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        if self.fail:
+            raise RuntimeError("server down")
+        return [Limit(n) for n in self.names[offset:offset + limit]]
+
+
+def test_executions_starting_together_share_one_reading() -> None:
+    server = Server(["tag:peer:abc", "not-a-tag-limit"])
+    limits = TagLimits(max_age=60)
+
+    async def run() -> list[frozenset[str] | None]:
+        return list(await asyncio.gather(*(limits.current(server) for _ in range(10))))
+
+    assert asyncio.run(run()) == [frozenset({"tag:peer:abc"})] * 10
+    assert server.calls == 1
+
+
+def test_reading_is_renewed_and_failures_are_not_kept() -> None:
+    server = Server(["tag:a"])
+    limits = TagLimits(max_age=0)
+
+    async def run() -> None:
+        assert await limits.current(server) == frozenset({"tag:a"})
+        server.names = ["tag:a", "tag:b"]
+        assert await limits.current(server) == frozenset({"tag:a", "tag:b"})
+        server.fail = True
+        assert await limits.current(server) is None
+
+    asyncio.run(run())
+    assert server.calls == 3
+
+
+def test_all_pages_are_read() -> None:
+    server = Server([f"tag:t{i}" for i in range(450)])
+    names = asyncio.run(read_tag_limits(server))
+    assert names is not None and len(names) == 450 and server.calls == 3
