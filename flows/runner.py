@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -49,12 +48,29 @@ class WorkflowFailed(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
 class NodeOutputs:
-    """What a finished node hands downstream: its outputs by key, as artifact references."""
+    """What a finished node hands downstream: its outputs by key, as artifact references.
 
-    node_id: int
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    A task's return value and its downstream tasks' parameter. Prefect walks into dataclasses,
+    dicts and lists among a task's parameters and results (twice per task run) to find futures
+    and link upstream runs; it links this object by identity, so it is deliberately a plain
+    object that Prefect does not walk into: walking its references cost milliseconds a job.
+    """
+
+    __slots__ = ("node_id", "outputs")
+
+    def __init__(self, node_id: int, outputs: dict[str, ArtifactRef] | None = None) -> None:
+        self.node_id = node_id
+        self.outputs: dict[str, ArtifactRef] = outputs if outputs is not None else {}
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, NodeOutputs) and other.node_id == self.node_id
+                and other.outputs == self.outputs)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"NodeOutputs(node_id={self.node_id}, outputs={sorted(self.outputs)})"
 
 
 # -- the runner this process's flow and task runs use -------------------------------------------
