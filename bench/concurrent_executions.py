@@ -15,6 +15,11 @@ on 2 busy cores ten executions also wait on each other for the CPU, so a long wa
 lock. ``--prefect-db sqlite`` runs Prefect on SQLite instead of the embedded PostgreSQL, to show
 the difference.
 
+For scale, the same is measured in the same run for plain Prefect: an async flow of five tasks
+calling ``subprocess.run(["/bin/cat"])`` (the baseline of ``bench/workflow_overhead.py``), against
+the same Prefect server, one alone and then ten at once. Its ratio is what Prefect itself allows
+on this machine; the node's ratio is printed beside it.
+
     .venv/bin/python bench/concurrent_executions.py [--executions 10] [--prefect-db postgres]
 """
 
@@ -35,6 +40,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from orchestrator.config import Settings  # noqa: E402
 from orchestrator.engine import JOB_UPDATED  # noqa: E402
@@ -132,6 +138,22 @@ async def run_many(node: Node, wf: int, n: int) -> tuple[float, list[float], lis
     return total, [ended[eid] - started for eid in ids], gaps
 
 
+async def run_plain_prefect(executions: int, singles: int) -> tuple[float, float]:
+    """One plain Prefect flow of NODES ``cat`` tasks alone (median), then ``executions`` at once."""
+    from workflow_overhead import baseline_flows
+
+    chain, _fan_out, _times = baseline_flows()
+    await chain(NODES)  # warm-up
+    alone = []
+    for _ in range(singles):
+        t = time.perf_counter()
+        await chain(NODES)
+        alone.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    await asyncio.gather(*(chain(NODES) for _ in range(executions)))
+    return statistics.median(alone), time.perf_counter() - t
+
+
 async def main(executions: int, prefect_db: str, singles: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     lock_lines = LockLines()
@@ -169,6 +191,7 @@ async def main(executions: int, prefect_db: str, singles: int) -> None:
             await run_one(node, wf)  # warm-up
             one = statistics.median([await run_one(node, wf) for _ in range(singles)])
             total, each, gaps = await run_many(node, wf, executions)
+            plain_one, plain_total = await run_plain_prefect(executions, singles)
             server_log = settings.prefect_dir / "server.log"
             server_locks = (server_log.read_text(errors="replace").count(LOCKED)
                             if server_log.exists() else 0)
@@ -185,6 +208,9 @@ async def main(executions: int, prefect_db: str, singles: int) -> None:
           + ", ".join(f"{g * 1000:.0f}" for g in gaps) + " ms")
     print(f"ratio {ratio:.2f} (goal <= {RATIO_GOAL:g}): "
           f"{'met' if ratio <= RATIO_GOAL else 'MISSED'}")
+    print(f"plain Prefect flows of {NODES} tasks on the same server: one {plain_one * 1000:.0f} ms,"
+          f" {executions} at once {plain_total * 1000:.0f} ms, ratio {plain_total / plain_one:.2f}"
+          f" (node/plain Prefect, {executions} at once: {total / plain_total:.2f})")
     print(f"Prefect API answers asking to retry (503) or saying {LOCKED!r}: {locked.count}")
     print(f'"{LOCKED}": {server_locks} in the Prefect server log, '
           f"{lock_lines.count} in the node's log records")
