@@ -236,17 +236,16 @@ class ExecutionEngine:
         """Move an execution to ``state`` (409 when it may not move there from where it is)."""
         fields = {k: v for k, v in (("error", error), ("prefect_flow_run_id", prefect_flow_run_id))
                   if v is not None}
-        changed = self._transition(_EXECUTIONS, execution_id, state, fields)
+        changed, _ = self._transition(_EXECUTIONS, execution_id, state, fields)
         if state.is_terminal:
             self.terminal.add(execution_id)
-        self.bus.publish(EXECUTION_UPDATED, {
-            "execution_id": changed.id, "workflow_id": changed.workflow_id,
-            "status": changed.status, "progress": changed.progress, "error": changed.error})
+        self._publish_execution(changed)
 
     def _transition(self, table: Any, row_id: int, state: RunState, fields: dict[str, Any],
-                    then: Callable[[Any, Any], Any] | None = None) -> Any:
-        """Apply one state change to a row of ``table`` in its own transaction, with ``then``
-        (given the connection and the changed row) in the same one; the changed row."""
+                    then: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
+        """Apply one state change to a row of ``table`` in its own transaction, and ``then``
+        (given the connection and the changed row) in the same one; the changed row and what
+        ``then`` returned."""
         params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
         params.update(row_id=row_id, now=utcnow())
         with self._lock, self.db.engine.begin() as conn:
@@ -261,9 +260,8 @@ class ExecutionEngine:
                 check_transition(current.status, state)  # raises: the change is not allowed
                 raise Conflict(f"{'Job' if table is _JOBS else 'Execution'} {row_id} "
                                "changed state meanwhile")
-            if then is not None:
-                then(conn, changed)
-        return changed
+            extra = then(conn, changed) if then is not None else None
+        return changed, extra
 
     def set_prefect_flow_run(self, execution_id: int, flow_run_id: str) -> None:
         with self._lock, self.db.session() as s:
@@ -280,18 +278,17 @@ class ExecutionEngine:
 
         Every job changes state at least twice on the path from one job to the next: one
         prepared statement guarded by the transition table, on a plain connection."""
-        progress: list[dict[str, Any] | None] = []
-
-        def then(conn: Any, changed: Any) -> None:
+        def then(conn: Any, changed: Any) -> dict[str, Any] | None:
             self._add_records(conn, job_id, records or [])
             if state.is_terminal and changed.workflow_execution_id is not None:
-                progress.append(self._update_progress(conn, changed.workflow_execution_id))
+                return self._update_progress(conn, changed.workflow_execution_id)
+            return None
 
-        changed = self._transition(_JOBS, job_id, state, fields, then)
+        changed, progress = self._transition(_JOBS, job_id, state, fields, then)
         row = JobExecution.model_construct(**changed._mapping)
         self._publish_job(row)
-        if progress and progress[0] is not None and progress[0]["status"] == RunState.RUNNING:
-            self.bus.publish(EXECUTION_UPDATED, progress[0])
+        if progress is not None and progress["status"] == RunState.RUNNING:
+            self.bus.publish(EXECUTION_UPDATED, progress)
         return row
 
     @staticmethod
@@ -365,7 +362,8 @@ class ExecutionEngine:
         return len(ids)
 
     # -- events ------------------------------------------------------------------------------
-    def _publish_execution(self, e: WorkflowExecution) -> None:
+    def _publish_execution(self, e: Any) -> None:
+        """EXECUTION_UPDATED for an execution (a row, or the columns a state change returns)."""
         self.bus.publish(EXECUTION_UPDATED, {
             "execution_id": e.id, "workflow_id": e.workflow_id, "status": e.status,
             "progress": e.progress, "error": e.error})

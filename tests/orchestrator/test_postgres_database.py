@@ -16,6 +16,7 @@ from orchestrator.events import EventBus
 from orchestrator.registry import InterfaceSpec, ServiceRegistry
 from orchestrator.states import InterfaceType, ServiceType
 from orchestrator.workflows import WorkflowStore
+from tests.orchestrator.test_engine_states import exercise_state_changes
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +83,7 @@ def test_resources_and_cascades_work_on_postgres(db: Database) -> None:
     blacklist = Blacklist(db, bus, own_peer_id="a" * 40)
     blacklist.add("b" * 40, "test")
     assert blacklist.contains("b" * 40)
+
+
+def test_execution_state_changes_on_postgres(db: Database) -> None:
+    exercise_state_changes(db)
