@@ -94,6 +94,34 @@ def _progress_statement() -> Any:
 _PROGRESS = _progress_statement()
 
 
+def change_state(db: Database, table: Any, row_id: int, state: RunState, fields: dict[str, Any],
+                 then: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
+    """Apply one state change to a row of ``table`` (jobs or executions) in its own transaction,
+    and ``then`` (given the connection and the changed row) in the same one; the changed row
+    and what ``then`` returned. NotFound for a missing row; IllegalTransition (or Conflict, when
+    another change won) for a change the transition table does not allow."""
+    params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
+    params.update(row_id=row_id, now=utcnow())
+    with db.engine.begin() as conn:
+        changed = conn.execute(_transition(table, state, tuple(sorted(fields))), params).first()
+        if changed is None:
+            current = conn.execute(select(table.c.status).where(table.c.id == row_id)).first()
+            if current is None:
+                raise NotFound("Job execution not found" if table is _JOBS
+                               else "Workflow execution not found")
+            check_transition(current.status, state)  # raises: the change is not allowed
+            raise Conflict(f"{'Job' if table is _JOBS else 'Execution'} {row_id} "
+                           "changed state meanwhile")
+        extra = then(conn, changed) if then is not None else None
+    return changed, extra
+
+
+def change_job_state(db: Database, job_id: int, state: RunState, **fields: Any) -> JobExecution:
+    """Move one job row to ``state`` (see ``change_state``); the row as it is afterwards."""
+    changed, _ = change_state(db, _JOBS, job_id, state, fields)
+    return JobExecution.model_construct(**changed._mapping)
+
+
 @dataclass(frozen=True, slots=True)
 class InterfaceRecord:
     """One input or output of a job, as recorded in job_execution_interfaces."""
@@ -243,25 +271,8 @@ class ExecutionEngine:
 
     def _transition(self, table: Any, row_id: int, state: RunState, fields: dict[str, Any],
                     then: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
-        """Apply one state change to a row of ``table`` in its own transaction, and ``then``
-        (given the connection and the changed row) in the same one; the changed row and what
-        ``then`` returned."""
-        params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
-        params.update(row_id=row_id, now=utcnow())
-        with self._lock, self.db.engine.begin() as conn:
-            changed = conn.execute(_transition(table, state, tuple(sorted(fields))),
-                                   params).first()
-            if changed is None:
-                current = conn.execute(select(table.c.status)
-                                       .where(table.c.id == row_id)).first()
-                if current is None:
-                    raise NotFound("Job execution not found" if table is _JOBS
-                                   else "Workflow execution not found")
-                check_transition(current.status, state)  # raises: the change is not allowed
-                raise Conflict(f"{'Job' if table is _JOBS else 'Execution'} {row_id} "
-                               "changed state meanwhile")
-            extra = then(conn, changed) if then is not None else None
-        return changed, extra
+        with self._lock:
+            return change_state(self.db, table, row_id, state, fields, then)
 
     def set_prefect_flow_run(self, execution_id: int, flow_run_id: str) -> None:
         with self._lock, self.db.session() as s:

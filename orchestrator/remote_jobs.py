@@ -37,12 +37,13 @@ from flows.remote import (
 )
 from network.peer_errors import PeerClosed, PeerError, RequestRejected
 from orchestrator.db import Database
+from orchestrator.engine import change_job_state
 from orchestrator.errors import NotFound
 from orchestrator.events import EventBus
 from orchestrator.graph import DATA_OUTPUT
 from orchestrator.models import JobExecution, JobExecutionInterface
 from orchestrator.registry import ServiceRegistry, ServiceView
-from orchestrator.states import RunState, ServiceStatus, ServiceType, check_transition
+from orchestrator.states import RunState, ServiceStatus, ServiceType
 
 log = logging.getLogger("remote_network.remote_jobs")
 
@@ -248,21 +249,10 @@ class RemoteJobs:
         return int(row.id or 0)
 
     def _set(self, row_id: int, state: RunState, **fields: Any) -> None:
-        with self.db.session() as s:
-            row = s.get(JobExecution, row_id)
-            if row is None:
-                return
-            row.status = check_transition(row.status, state)
-            now = utcnow()
-            if state is RunState.RUNNING and row.started_at is None:
-                row.started_at = now
-            if state.is_terminal:
-                row.completed_at = now
-            for key, value in fields.items():
-                setattr(row, key, value)
-            s.add(row)
-            s.commit()
-            s.refresh(row)
+        try:
+            row = change_job_state(self.db, row_id, state, **fields)
+        except NotFound:
+            return
         self._publish(row)
 
     def _close(self, row_id: int, state: RunState, error: str) -> None:
