@@ -34,6 +34,9 @@ TIMEOUT_GRACE = 60.0
 SMALL_READ = 64 * 1024
 # Prefect task objects kept for reuse, by their options (building one costs milliseconds).
 TASK_CACHE_SIZE = 256
+# Small text outputs kept by artifact hash, for the records of the jobs they feed (at most
+# this many, each at most SMALL_READ: 16 MiB).
+TEXT_CACHE_SIZE = 256
 
 
 class JobFailed(Exception):
@@ -111,6 +114,7 @@ class WorkflowRunner:
         self._active: dict[int, dict[int, tuple[JobDispatcher, JobRequest]]] = {}
         self._job_ids: dict[int, dict[int, int]] = {}  # execution -> plan node -> job id
         self._tasks: dict[tuple[Any, ...], Any] = {}
+        self._texts: dict[str, str] = {}
         self._clients: asyncio.Future[tuple[Any, Any]] | None = None
         self._flow_id: Any = None  # run_workflow's id on the Prefect server, once known
         self._tag_limits = TagLimits()
@@ -499,6 +503,9 @@ class WorkflowRunner:
             return None
         if ref.size == 0:
             return ""
+        cached = self._texts.get(ref.sha256)
+        if cached is not None:
+            return cached
         try:
             if ref.size <= SMALL_READ:
                 data: bytes = self.artifacts.read_bytes(ref)
@@ -506,5 +513,11 @@ class WorkflowRunner:
                 data = await asyncio.to_thread(self.artifacts.read_bytes, ref)
         except Exception:
             return None
-        return data.decode(errors="replace")
+        text = data.decode(errors="replace")
+        if ref.size <= SMALL_READ:
+            # Artifacts never change: a job's input is its upstream's output, read just before.
+            if len(self._texts) >= TEXT_CACHE_SIZE:
+                self._texts.pop(next(iter(self._texts)))
+            self._texts[ref.sha256] = text
+        return text
 

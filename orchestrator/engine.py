@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, insert, update
+from sqlalchemy import bindparam, case, func, insert, literal, update
 from sqlmodel import col, select
 
 from orchestrator.db import Database
@@ -75,7 +75,8 @@ def _transition(table: Any, state: RunState, keys: tuple[str, ...]) -> Any:
                 (table.c.id, table.c.workflow_id, table.c.status, table.c.progress,
                  table.c.error))
     return (update(table)
-            .where(table.c.id == bindparam("row_id"), table.c.status.in_(_SOURCES[state]))
+            .where(table.c.id == bindparam("row_id"),
+                   table.c.status.in_([literal(s) for s in _SOURCES[state]]))
             .values(**values).returning(*returned))
 
 
