@@ -57,7 +57,7 @@ _INTERFACES = JobExecutionInterface.__table__  # type: ignore[attr-defined]
 
 
 @functools.cache
-def _transition(table: Any, state: RunState, keys: tuple[str, ...]) -> Any:
+def _transition_statement(table: Any, state: RunState, keys: tuple[str, ...]) -> Any:
     """The UPDATE that moves row ``row_id`` of ``table`` (jobs or executions) to ``state``, only
     from a state allowed to move there, setting the columns ``keys`` from parameters
     ``v_<key>`` and the time columns from ``now``; it returns the row as it is afterwards.
@@ -104,7 +104,8 @@ def change_state(db: Database, table: Any, row_id: int, state: RunState, fields:
     params: dict[str, Any] = {f"v_{k}": v for k, v in fields.items()}
     params.update(row_id=row_id, now=utcnow())
     with db.engine.begin() as conn:
-        changed = conn.execute(_transition(table, state, tuple(sorted(fields))), params).first()
+        statement = _transition_statement(table, state, tuple(sorted(fields)))
+        changed = conn.execute(statement, params).first()
         if changed is None:
             current = conn.execute(select(table.c.status).where(table.c.id == row_id)).first()
             if current is None:
@@ -265,12 +266,12 @@ class ExecutionEngine:
         """Move an execution to ``state`` (409 when it may not move there from where it is)."""
         fields = {k: v for k, v in (("error", error), ("prefect_flow_run_id", prefect_flow_run_id))
                   if v is not None}
-        changed, _ = self._transition(_EXECUTIONS, execution_id, state, fields)
+        changed, _ = self._change(_EXECUTIONS, execution_id, state, fields)
         if state.is_terminal:
             self.terminal.add(execution_id)
         self._publish_execution(changed)
 
-    def _transition(self, table: Any, row_id: int, state: RunState, fields: dict[str, Any],
+    def _change(self, table: Any, row_id: int, state: RunState, fields: dict[str, Any],
                     then: Callable[[Any, Any], Any] | None = None) -> tuple[Any, Any]:
         with self._lock:
             return change_state(self.db, table, row_id, state, fields, then)
@@ -296,7 +297,7 @@ class ExecutionEngine:
                 return self._update_progress(conn, changed.workflow_execution_id)
             return None
 
-        changed, progress = self._transition(_JOBS, job_id, state, fields, then)
+        changed, progress = self._change(_JOBS, job_id, state, fields, then)
         row = JobExecution.model_construct(**changed._mapping)
         self._publish_job(row)
         if progress is not None and progress["status"] == RunState.RUNNING:
