@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.capabilities import detect_gpus
 from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.waiting import wait_until
 
 
 def test_status_shape(node_proc: NodeProcess, client: ApiClient) -> None:
@@ -68,15 +69,6 @@ def test_node_wrong_method_is_405(client: ApiClient, method: str, path: str) -> 
     assert resp.json() == {"error": "Method not allowed"}
 
 
-def _wait(predicate, timeout: float = 60.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_restart_reexecutes_with_same_flags(fresh_node: NodeProcess) -> None:
     fresh_node.env["RN_PREFECT_WARMUP"] = "false"  # no workflows run here
     fresh_node.start()
@@ -86,7 +78,7 @@ def test_restart_reexecutes_with_same_flags(fresh_node: NodeProcess) -> None:
                                             "endpoint": "local"}).json()["service"]
         wf = c.post("/api/workflows", json={"name": "kept"}).json()
         before = c.get("/api/node/status").json()
-        _wait(lambda: c.get("/api/node/status").json()["uptime_seconds"] >= 2, 30, "uptime")
+        wait_until(lambda: c.get("/api/node/status").json()["uptime_seconds"] >= 2, 30, "uptime")
         asked = time.monotonic()
         resp = c.post("/api/node/restart")
         assert resp.status_code == 200
@@ -94,7 +86,7 @@ def test_restart_reexecutes_with_same_flags(fresh_node: NodeProcess) -> None:
     finally:
         c.close()
     pid = fresh_node.pid
-    _wait(lambda: fresh_node.log().count(" is running.") >= 2, 90, "the second start")
+    wait_until(lambda: fresh_node.log().count(" is running.") >= 2, 90, "the second start")
     fresh_node.wait_ready(60)
     assert fresh_node.proc is not None and fresh_node.proc.poll() is None
     assert fresh_node.pid == pid

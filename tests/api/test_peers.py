@@ -11,7 +11,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from network.identity import Identity, decode_key_file
 from network.records import MAGIC, PeerRecord, encode_record
 from orchestrator.discovery import NO_CAPABILITIES, PEER_NOT_FOUND
 from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -62,11 +63,6 @@ def listed(client: ApiClient) -> dict[str, dict[str, Any]]:
     return {p["peer_id"]: p for p in body["peers"]}
 
 
-def wait_until(condition: Callable[[], bool], limit: float, what: str) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {limit}s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,19 @@ from typing import Any
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess
-from tests.support.workflows import make_workflow
+from tests.support.waiting import wait_for_peers
+from tests.support.workflows import (
+    TERMINAL,
+    execute,
+    interface_ids,
+    jobs_by_node,
+    make_workflow,
+    sh_service,
+    wait_done,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 WAIT = 180.0  # Prefect starting beside A on a loaded 2-core machine
 FAST = {"RN_DHT_REFRESH_SECONDS": "1"}  # the peers find each other in seconds
 NO_PREFECT = {**FAST, "RN_PREFECT_WARMUP": "false"}
@@ -39,15 +47,6 @@ def _each(nodes: list[NodeProcess], action: str) -> None:
         list(pool.map(lambda n: getattr(n, action)(), nodes))
 
 
-def wait_for_peers(client: ApiClient, expected: set[str], *, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        seen = {p["peer_id"] for p in client.get("/api/peers").json()["peers"]}
-        if expected <= seen:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"peers {expected - seen} not listed within {limit}s")
 
 
 @pytest.fixture(scope="module")
@@ -73,40 +72,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def interfaces(c: ApiClient, sid: int) -> dict[str, int]:
-    listed = c.get(f"/api/services/{sid}/interfaces").json()["interfaces"]
-    return {(i["path"] or i["interface_type"]): i["id"] for i in listed}
 
 
-def sh_service(c: ApiClient, name: str, script: str) -> tuple[int, dict[str, int]]:
-    r = c.post("/api/services/standalone/from-local", json={
-        "service_name": name, "executable_path": "/bin/sh", "arguments": ["-c", script],
-        "custom_interfaces": [{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]})
-    assert r.status_code in (200, 201), r.text
-    sid = int(r.json()["service"]["id"])
-    return sid, interfaces(c, sid)
 
 
-def execute(c: ApiClient, wf: int) -> int:
-    r = c.post(f"/api/workflows/{wf}/execute")
-    assert r.status_code == 202, r.text
-    return int(r.json()["execution_id"])
 
 
-def wait_done(c: ApiClient, execution_id: int, timeout: float = WAIT) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = c.get(f"/api/workflow-executions/{execution_id}/status").json()
-        if status["status"] in TERMINAL:
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"execution {execution_id} not finished: {status}")
 
 
-def jobs_by_node(c: ApiClient, execution_id: int) -> dict[int, dict[str, Any]]:
-    jobs = c.get(f"/api/workflow-executions/{execution_id}/jobs").json()["jobs"]
-    return {j["node_id"]: j for j in jobs}
 
 
 def outputs(c: ApiClient, job_id: int) -> dict[str, dict[str, Any]]:
@@ -152,7 +125,7 @@ def test_workflow_across_three_peers(mesh: Mesh, registry: Any) -> None:
         "custom_interfaces": [{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]})
     assert r.status_code in (200, 201, 202), r.text
     upper = int(r.json()["service"]["id"])
-    upper_if = interfaces(b, upper)
+    upper_if = interface_ids(b, upper)
     rev = sh_service(c, "mesh-rev", "rev; echo rev-done >&2")
     wf, ids = make_workflow(
         a, "across-peers",

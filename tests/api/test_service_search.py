@@ -15,6 +15,7 @@ import pytest
 from websockets.sync.client import ClientConnection
 
 from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.waiting import wait_for_peers
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,15 +27,6 @@ class Mesh:
         self.peer_ids = [c.get("/api/node/status").json()["peer_id"] for c in self.clients]
 
 
-def _wait_for_peers(client: ApiClient, expected: set[str], *, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        seen = {p["peer_id"] for p in client.get("/api/peers").json()["peers"]}
-        if expected <= seen:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"peers {expected - seen} not listed within {limit}s")
 
 
 def _each(nodes: list[NodeProcess], action: str) -> None:
@@ -57,7 +49,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     try:
         _each([a, *others], "start")  # B and C retry the bootstrap until A answers
         m = Mesh([a, *others])
-        _wait_for_peers(m.clients[0], set(m.peer_ids[1:]))
+        wait_for_peers(m.clients[0], set(m.peer_ids[1:]))
         yield m
     finally:
         if m is not None:

@@ -14,11 +14,17 @@ import psutil
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess
-from tests.support.workflows import make_workflow
+from tests.support.workflows import (
+    TERMINAL,
+    WAIT,
+    execute,
+    jobs_by_node,
+    make_workflow,
+    sh_service,
+    wait_done,
+)
 
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 # Prefect starts beside each node; on a loaded 2-core machine that can take a while.
-WAIT = 240.0
 
 
 @pytest.fixture(scope="module")
@@ -40,42 +46,12 @@ def api(wf_node: NodeProcess) -> Iterator[ApiClient]:
         c.close()
 
 
-def sh_service(c: ApiClient, name: str, script: str,
-               interfaces: list[dict[str, str]] | None = None) -> tuple[int, dict[str, int]]:
-    """A standalone service running ``/bin/sh -c script``; returns (id, interface ids)."""
-    ifaces = interfaces or [{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]
-    r = c.post("/api/services/standalone/from-local", json={
-        "service_name": name, "executable_path": "/bin/sh", "arguments": ["-c", script],
-        "custom_interfaces": ifaces})
-    assert r.status_code in (200, 201), r.text
-    sid = r.json()["service"]["id"]
-    listed = c.get(f"/api/services/{sid}/interfaces").json()["interfaces"]
-    return sid, {(i["path"] or i["interface_type"]): i["id"] for i in listed}
 
 
-def execute(c: ApiClient, wf: int) -> int:
-    r = c.post(f"/api/workflows/{wf}/execute")
-    assert r.status_code == 202, r.text
-    body = r.json()
-    assert body["message"] == ("Workflow execution started - validation and execution in "
-                               "progress")
-    assert body["workflow_id"] == wf and "note" in body
-    return int(body["execution_id"])
 
 
-def wait_done(c: ApiClient, execution_id: int, timeout: float = WAIT) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = c.get(f"/api/workflow-executions/{execution_id}/status").json()
-        if status["status"] in TERMINAL:
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"execution {execution_id} not finished: {status}")
 
 
-def jobs_by_node(c: ApiClient, execution_id: int) -> dict[int, dict[str, Any]]:
-    jobs = c.get(f"/api/workflow-executions/{execution_id}/jobs").json()["jobs"]
-    return {j["node_id"]: j for j in jobs}
 
 
 def wait_job_running(c: ApiClient, execution_id: int, node_id: int) -> dict[str, Any]:

@@ -20,14 +20,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.api.test_workflow_runs import (
+from tests.support.node_process import ApiClient, NodeProcess, free_port
+from tests.support.workflows import (
     execute,
     jobs_by_node,
     make_workflow,
     sh_service,
     wait_done,
 )
-from tests.support.node_process import ApiClient, NodeProcess, free_port
 
 # Prefect's server and its embedded PostgreSQL start beside the node; slow on a loaded machine.
 WAIT = 240.0
