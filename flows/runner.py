@@ -76,6 +76,13 @@ class NodeOutputs:
         return f"NodeOutputs(node_id={self.node_id}, outputs={sorted(self.outputs)})"
 
 
+def _keep(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Store ``value`` in a cache of at most ``limit`` entries (the oldest goes first)."""
+    if len(cache) >= limit:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
+
+
 # -- the runner this process's flow and task runs use -------------------------------------------
 _runner: WorkflowRunner | None = None
 
@@ -360,9 +367,7 @@ class WorkflowRunner:
                 tags=[f"peer:{node.peer_id}", f"service-type:{node.service_type or 'REMOTE'}"],
                 retry_condition_fn=self._may_retry,
             )
-            if len(self._tasks) >= TASK_CACHE_SIZE:
-                self._tasks.pop(next(iter(self._tasks)))
-            self._tasks[key] = runnable
+            _keep(self._tasks, key, runnable, TASK_CACHE_SIZE)
         return runnable
 
     def _may_retry(self, *_: Any) -> bool:
@@ -516,8 +521,6 @@ class WorkflowRunner:
         text = data.decode(errors="replace")
         if ref.size <= SMALL_READ:
             # Artifacts never change: a job's input is its upstream's output, read just before.
-            if len(self._texts) >= TEXT_CACHE_SIZE:
-                self._texts.pop(next(iter(self._texts)))
-            self._texts[ref.sha256] = text
+            _keep(self._texts, ref.sha256, text, TEXT_CACHE_SIZE)
         return text
 
