@@ -18,6 +18,7 @@ import httpx
 
 from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
 from flows.dispatch import DispatchError, JobDispatcher, JobInput, JobRequest, LocalDispatcher
+from flows.own_flow_runs import OwnFlowRuns
 from flows.tag_limits import TagLimits, use_tag_limits
 from orchestrator.config import Settings
 from orchestrator.engine import ExecutionEngine, InterfaceRecord
@@ -125,6 +126,7 @@ class WorkflowRunner:
         self._clients: asyncio.Future[tuple[Any, Any]] | None = None
         self._flow_id: Any = None  # run_workflow's id on the Prefect server, once known
         self._tag_limits = TagLimits()
+        self._own_runs = OwnFlowRuns()
 
     def use_remote(self, remote: JobDispatcher) -> None:
         """Dispatch through ``remote`` every node that runs on another peer or may take inputs
@@ -176,6 +178,7 @@ class WorkflowRunner:
             try:
                 async_ctx = AsyncClientContext()
                 await async_ctx.client.__aenter__()
+                self._own_runs.install(async_ctx.client)
                 sync_ctx = SyncClientContext()
                 sync_ctx.client.__enter__()
             except BaseException as exc:
@@ -215,6 +218,7 @@ class WorkflowRunner:
             if flow_run is None:
                 # Created here with its name: a run Prefect creates is renamed with one more call.
                 flow_run = await self._create_flow_run(name, params)
+                self._own_runs.add(flow_run)
                 await run_flow_async(run_workflow, flow_run=flow_run, parameters=params)
             else:
                 named = run_workflow.with_options(flow_run_name=name)
@@ -230,6 +234,8 @@ class WorkflowRunner:
             log.exception("execution %s crashed", execution_id)
             self._fail_if_open(execution_id, f"execution failed: {exc}")
         finally:
+            if flow_run is not None:
+                self._own_runs.discard(flow_run.id)
             self._fail_if_open(execution_id, "execution ended without a result")
             self._flows.pop(execution_id, None)
             self._plans.pop(execution_id, None)
@@ -243,7 +249,7 @@ class WorkflowRunner:
         again only when the server no longer knows it (a server reset, a flow deleted)."""
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.actions import FlowRunCreate
-        from prefect.client.schemas.objects import FlowRun
+        from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
         from prefect.states import Pending, to_state_create
 
         from flows.flow import run_workflow
@@ -252,9 +258,13 @@ class WorkflowRunner:
         known = self._flow_id is not None
         if not known:
             self._flow_id = await client.create_flow(run_workflow)
-        body = FlowRunCreate(flow_id=self._flow_id, name=name,
+        # With the version and retry policy the engine would write back (see OwnFlowRuns).
+        body = FlowRunCreate(flow_id=self._flow_id, name=name, flow_version=run_workflow.version,
                              parameters=run_workflow.serialize_parameters(params),
-                             state=to_state_create(Pending()))
+                             state=to_state_create(Pending()),
+                             empirical_policy=FlowRunPolicy(
+                                 retries=run_workflow.retries,
+                                 retry_delay=int(run_workflow.retry_delay_seconds or 0)))
         try:
             response = await client.request(
                 "POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True))

@@ -163,6 +163,10 @@ def check_runs_on(server: Node, node: Node) -> None:
     flow_run = completed_flow_run(server, name, eid)
     status = node.api.get(f"/api/workflow-executions/{eid}/status").json()
     assert status["prefect_flow_run_id"] == flow_run["id"]
+    # Created with the version and retry policy Prefect's engine would otherwise write back.
+    assert flow_run["flow_version"], flow_run
+    assert flow_run["empirical_policy"]["retries"] == 0, flow_run["empirical_policy"]
+    assert flow_run["empirical_policy"]["retry_delay"] == 0, flow_run["empirical_policy"]
 
     tasks = recorded_task_runs(server, flow_run["id"], len(services))
     by_id = {t["id"]: t for t in tasks}
