@@ -60,7 +60,7 @@ def add_parser(sub: Any) -> None:
                             "$XDG_DATA_HOME/remote-network); a token is minted from it")
         target.add_argument("--key-passphrase-file", type=Path, default=None)
         target.add_argument("--url", help="the node's API, e.g. http://127.0.0.1:8081 "
-                            "(default: the local node's HTTP port)")
+                            "(default: the HTTP API of the node running on --data-dir)")
         target.add_argument("--token", help="a JWT for that node (default: minted from the "
                             "data dir)")
 
@@ -75,10 +75,11 @@ def connect(args: argparse.Namespace) -> NodeClient:
     if args.token:
         url = args.url
         if url is None:
+            from orchestrator.address_file import local_http_url
             from orchestrator.config import Settings
 
-            settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}))
-            url = f"http://127.0.0.1:{settings.http_port}"
+            url = local_http_url(Settings(**({"data_dir": args.data_dir} if args.data_dir
+                                             else {})))
         return NodeClient(url, args.token)
     return NodeClient.local(args.data_dir, url=args.url,
                             key_passphrase_file=args.key_passphrase_file)

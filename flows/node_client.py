@@ -35,13 +35,14 @@ class NodeClient:
               key_passphrase_file: Path | None = None, timeout: float = 30.0) -> NodeClient:
         """A client for the node whose data dir is on this machine (default: the usual one).
 
-        Without ``url`` it talks plain HTTP to 127.0.0.1 on the HTTP port from the settings.
+        Without ``url`` it talks plain HTTP to the address the running node recorded in its
+        data dir, or to 127.0.0.1 on the HTTP port from the settings
+        (``orchestrator.address_file``).
         """
+        from orchestrator.address_file import local_http_url
+
         token, settings = mint_token(data_dir, key_passphrase_file=key_passphrase_file)
-        if url is None:
-            host = settings.http_host if settings.http_host not in ("", "0.0.0.0") else "127.0.0.1"
-            url = f"http://{host}:{settings.http_port}"
-        return cls(url, token, timeout=timeout)
+        return cls(url or local_http_url(settings), token, timeout=timeout)
 
     # -- plumbing ----------------------------------------------------------------------------
     def request(self, method: str, path: str, **kwargs: Any) -> Any:

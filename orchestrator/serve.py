@@ -15,6 +15,7 @@ import uvicorn
 
 from api.app import create_app
 from network.certs import ensure_self_signed
+from orchestrator import address_file
 from orchestrator.config import Settings
 from orchestrator.node import Node
 
@@ -126,6 +127,7 @@ async def run_node(settings: Settings) -> bool:
     tasks = [asyncio.create_task(srv.serve(sockets=[sock]))
              for srv, sock in zip(servers, sockets, strict=True)]
     announce(node, settings)
+    address_file.write(settings, node.peer_id)
     stopper = asyncio.create_task(node.wait_stopped())
     try:
         await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -136,6 +138,7 @@ async def run_node(settings: Settings) -> bool:
         stopper.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        address_file.remove(settings)
         await node.stop()
         for sock in sockets:
             sock.close()
@@ -143,13 +146,12 @@ async def run_node(settings: Settings) -> bool:
 
 
 def announce(node: Node, settings: Settings) -> None:
-    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::") else settings.api_host
+    reach = address_file.urls(settings)
     print(
         f"Remote Network Node {node.peer_id} is running.\n"
-        f"  API (HTTPS):  https://{host}:{settings.api_port}  (self-signed certificate in "
-        f"{settings.tls_dir})\n"
-        f"  API (HTTP):   http://{settings.http_host}:{settings.http_port}\n"
-        f"  API docs:     http://{settings.http_host}:{settings.http_port}/docs\n"
+        f"  API (HTTPS):  {reach['api_url']}  (self-signed certificate in {settings.tls_dir})\n"
+        f"  API (HTTP):   {reach['http_url']}\n"
+        f"  API docs:     {reach['http_url']}/docs\n"
         f"  Log in:       remote-network token --data-dir {settings.data_dir}   "
         f"(prints a JWT for `Authorization: Bearer ...`)\n"
         f"                or sign GET /api/auth/challenge with the key from "
