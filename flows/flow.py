@@ -19,6 +19,7 @@ import prefect.flow_engine
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import get_current_settings
+from prefect.states import State
 
 from flows import tag_limits
 from flows.runner import NodeOutputs, current_runner
@@ -35,13 +36,15 @@ RESULTS = get_current_settings().results.local_storage_path
 
 # -- the Prefect flow and task ------------------------------------------------------------------
 @task(name="job", cache_policy=NO_CACHE, persist_result=False)
-async def run_job(execution_id: int, node_id: int, upstream: list[NodeOutputs]) -> NodeOutputs:
+async def run_job(execution_id: int, node_id: int,
+                  upstream: list[NodeOutputs]) -> NodeOutputs | State[Any]:
     return await current_runner().run_node(execution_id, node_id, upstream)
 
 
 @flow(name="run_workflow", persist_result=False, validate_parameters=False,
       result_storage=RESULTS)
-async def run_workflow(workflow_id: int, execution_id: int | None = None) -> dict[str, Any]:
+async def run_workflow(workflow_id: int,
+                       execution_id: int | None = None) -> dict[str, Any] | State[Any]:
     """Run one execution of a workflow (a new one, trigger "schedule", when no id is given)."""
     return await current_runner().flow_body(workflow_id, execution_id)
 

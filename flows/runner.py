@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -26,6 +26,9 @@ from orchestrator.errors import Unavailable
 from orchestrator.graph import DATA_OUTPUT, TEXT_OUTPUTS, Plan, PlanNode
 from orchestrator.models import JobExecution, WorkflowExecution
 from orchestrator.states import RunState, ServiceType
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 log = logging.getLogger("remote_network.flows")
 
@@ -41,10 +44,6 @@ TEXT_CACHE_SIZE = 256
 
 
 class JobFailed(Exception):
-    pass
-
-
-class JobCancelled(Exception):
     pass
 
 
@@ -86,6 +85,13 @@ def _keep(cache: dict[Any, Any], key: Any, value: Any, limit: int) -> None:
 
 # -- the runner this process's flow and task runs use -------------------------------------------
 _runner: WorkflowRunner | None = None
+
+
+def _cancelled_run(exc: BaseException) -> bool:
+    """Whether ``exc`` is Prefect's way of saying that the awaited run ended Cancelled."""
+    from prefect.exceptions import CancelledRun
+
+    return isinstance(exc, CancelledRun)
 
 
 def bind_runner(runner: WorkflowRunner | None) -> None:
@@ -225,12 +231,14 @@ class WorkflowRunner:
                 await run_flow_async(named, flow_run=flow_run, parameters=params)
         except Unavailable as exc:
             self._fail_if_open(execution_id, exc.message)
-        except (WorkflowFailed, JobFailed, JobCancelled):
+        except (WorkflowFailed, JobFailed):
             pass
         except asyncio.CancelledError:
             self._fail_if_open(execution_id, "interrupted: the node is stopping")
             raise
         except Exception as exc:
+            if _cancelled_run(exc):  # the flow run ended Cancelled: see _ended_early
+                return
             log.exception("execution %s crashed", execution_id)
             self._fail_if_open(execution_id, f"execution failed: {exc}")
         finally:
@@ -288,7 +296,8 @@ class WorkflowRunner:
         except Exception:
             log.exception("cannot mark execution %s failed", execution_id)
 
-    async def flow_body(self, workflow_id: int, execution_id: int | None) -> dict[str, Any]:
+    async def flow_body(self, workflow_id: int,
+                        execution_id: int | None) -> dict[str, Any] | State[Any]:
         if execution_id is None:
             execution, plan = self.engine.create_execution(workflow_id, trigger="schedule")
             execution_id = int(execution.id or 0)
@@ -296,7 +305,7 @@ class WorkflowRunner:
         plan = self._plans.get(execution_id) or self.engine.plan(execution_id)
         self._plans[execution_id] = plan
         if self._finished(execution_id):  # cancelled before Prefect was ready
-            return {"execution_id": execution_id, "status": RunState.CANCELLED}
+            return self._ended_early(execution_id)
         from prefect.client.orchestration import get_client
         from prefect.context import get_run_context
 
@@ -313,8 +322,7 @@ class WorkflowRunner:
         results = await asyncio.gather(*tasks.values(), return_exceptions=True)
 
         if self._finished(execution_id):
-            return {"execution_id": execution_id, "status": self.engine.execution(
-                execution_id).status}
+            return self._ended_early(execution_id)
         if all(isinstance(r, NodeOutputs) for r in results):
             self.engine.set_execution(execution_id, RunState.COMPLETED)
             return {"execution_id": execution_id, "status": RunState.COMPLETED}
@@ -327,6 +335,16 @@ class WorkflowRunner:
                 raise WorkflowFailed(error)
         self.engine.set_execution(execution_id, RunState.COMPLETED)
         return {"execution_id": execution_id, "status": RunState.COMPLETED}
+
+    def _ended_early(self, execution_id: int) -> dict[str, Any] | State[Any]:
+        """The flow's end when the execution ended while it ran (cancelled, mostly): the flow
+        run ends Cancelled in Prefect too, rather than Completed."""
+        from prefect.states import Cancelled
+
+        row = self.engine.execution(execution_id)
+        if row.status == RunState.CANCELLED:
+            return Cancelled(message=f"execution {execution_id} cancelled")
+        return {"execution_id": execution_id, "status": row.status}
 
     async def _node(self, execution_id: int, plan: Plan, node: PlanNode, job: JobExecution,
                     tasks: dict[int, asyncio.Task[NodeOutputs | None]]) -> NodeOutputs | None:
@@ -348,14 +366,14 @@ class WorkflowRunner:
             if node.service_type == ServiceType.DATA:
                 return await self._data_node(node, job_id)
             return await self._task_for(node)(execution_id, node.node_id, upstream)
-        except JobCancelled:
-            self._close_job(job_id, RunState.CANCELLED, "cancelled")
-            return None
         except JobFailed as exc:
             self._close_job(job_id, RunState.FAILED, str(exc))
             return None
         except Exception as exc:
-            self._close_job(job_id, RunState.FAILED, str(exc) or type(exc).__name__)
+            if _cancelled_run(exc):
+                self._close_job(job_id, RunState.CANCELLED, "cancelled")
+            else:
+                self._close_job(job_id, RunState.FAILED, str(exc) or type(exc).__name__)
             return None
 
     def _task_for(self, node: PlanNode) -> Any:
@@ -414,7 +432,7 @@ class WorkflowRunner:
 
     # -- one task run ----------------------------------------------------------------------------
     async def run_node(self, execution_id: int, node_id: int,
-                       upstream: list[NodeOutputs]) -> NodeOutputs:
+                       upstream: list[NodeOutputs]) -> NodeOutputs | State[Any]:
         plan = self._plans.get(execution_id) or self.engine.plan(execution_id)
         node = plan.node(node_id)
         job_id = self._job_ids.get(execution_id, {}).get(node_id) or int(
@@ -424,8 +442,10 @@ class WorkflowRunner:
         ctx = get_run_context()
         task_run = getattr(ctx, "task_run", None)
         attempt = int(task_run.run_count) if task_run is not None else 1
+        from prefect.states import Cancelled
+
         if self._finished(execution_id):
-            raise JobCancelled("execution cancelled")
+            return Cancelled(message="execution cancelled before the job started")
         job = self.engine.set_job(job_id, RunState.RUNNING, attempt=attempt, error=None,
                                   prefect_task_run_id=str(task_run.id) if task_run else None)
         inputs = self._inputs(plan, node, {u.node_id: u for u in upstream})
@@ -456,7 +476,9 @@ class WorkflowRunner:
             return NodeOutputs(node_id, dict(result.outputs))
         if result.outcome is JobOutcome.CANCELLED or self._finished(execution_id):
             self._close_job(job_id, RunState.CANCELLED, "cancelled")
-            raise JobCancelled("cancelled")
+            # The task run ends Cancelled (not Failed) in Prefect; awaiting it raises
+            # CancelledRun, which _node takes as the job's cancellation.
+            return Cancelled(message="job cancelled")
         if result.outcome is JobOutcome.TIMED_OUT:
             reason = f"timed out after {node.timeout:g}s"
         else:

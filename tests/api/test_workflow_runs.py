@@ -22,6 +22,7 @@ from tests.support.workflows import (
     make_workflow,
     sh_service,
     wait_done,
+    wait_job_running,
 )
 
 # Prefect starts beside each node; on a loaded 2-core machine that can take a while.
@@ -52,17 +53,6 @@ def api(wf_node: NodeProcess) -> Iterator[ApiClient]:
 
 
 
-
-
-def wait_job_running(c: ApiClient, execution_id: int, node_id: int) -> dict[str, Any]:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        job = jobs_by_node(c, execution_id)[node_id]
-        if job["status"] == "RUNNING":
-            return job
-        assert job["status"] == "PENDING", job
-        time.sleep(0.2)
-    raise AssertionError("job never started")
 
 
 def outputs(c: ApiClient, job_id: int) -> dict[str, dict[str, Any]]:

@@ -21,12 +21,14 @@ import psutil
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess, free_port
+from tests.support.waiting import wait_until
 from tests.support.workflows import (
     execute,
     jobs_by_node,
     make_workflow,
     sh_service,
     wait_done,
+    wait_job_running,
 )
 
 # Prefect's server and its embedded PostgreSQL start beside the node; slow on a loaded machine.
@@ -285,6 +287,42 @@ def test_tag_concurrency_limit_caps_jobs_on_a_peer(ui_node: Node) -> None:
         assert a["completed_at"] <= b["started_at"], (a, b)
     finally:
         httpx.delete(f"{ui_node.prefect_url}/api/v2/concurrency_limits/{limit_id}", timeout=10)
+
+
+def test_cancelled_execution_ends_cancelled_in_prefect(ui_node: Node) -> None:
+    """Cancelling through the node's API ends the flow run Cancelled in Prefect, and the
+    running job's task run too; the job downstream never gets a task run."""
+    api = ui_node.api
+    tag = uuid.uuid4().hex[:8]
+    slow = sh_service(api, f"pc-slow-{tag}", "echo started; exec sleep 60")
+    after = sh_service(api, f"pc-after-{tag}", "cat")
+    name = f"prefect-cancel-{tag}"
+    wf, ids = make_workflow(api, name, [(slow[0], {}), (after[0], {})],
+                            [(0, slow[1]["STDOUT"], 1, after[1]["STDIN"])])
+    eid = execute(api, wf)
+    wait_job_running(api, eid, ids[0])
+    assert api.post(f"/api/workflow-executions/{eid}/cancel").status_code == 200
+    assert wait_done(api, eid)["status"] == "CANCELLED"
+    flow_run_id = api.get(f"/api/workflow-executions/{eid}/status").json()["prefect_flow_run_id"]
+
+    flow_run: dict[str, Any] = {}
+    tasks: list[dict[str, Any]] = []
+
+    def ended_in_prefect() -> bool:
+        nonlocal flow_run, tasks
+        r = httpx.get(f"{ui_node.prefect_url}/api/flow_runs/{flow_run_id}", timeout=10)
+        flow_run = r.json()
+        tasks = prefect_post(ui_node, "/task_runs/filter",
+                             {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+        return flow_run["state_type"] != "RUNNING" and bool(tasks) and all(
+            t["state_type"] not in ("PENDING", "RUNNING") for t in tasks)
+
+    wait_until(ended_in_prefect, 30, f"flow run {flow_run_id} ended in Prefect")
+    assert flow_run["state_type"] == "CANCELLED", flow_run["state"]
+    assert [t["state_type"] for t in tasks] == ["CANCELLED"], tasks
+    jobs = jobs_by_node(api, eid)
+    assert tasks[0]["id"] == jobs[ids[0]]["prefect_task_run_id"]
+    assert {j["status"] for j in jobs.values()} == {"CANCELLED"}
 
 
 def wait_gone(check: Any, timeout: float = 15.0) -> None:

@@ -82,3 +82,17 @@ def wait_done(c: ApiClient, execution_id: int, timeout: float = WAIT) -> dict[st
 def jobs_by_node(c: ApiClient, execution_id: int) -> dict[int, dict[str, Any]]:
     jobs = c.get(f"/api/workflow-executions/{execution_id}/jobs").json()["jobs"]
     return {j["node_id"]: j for j in jobs}
+
+
+def wait_job_running(c: ApiClient, execution_id: int, node_id: int) -> dict[str, Any]:
+    """The job of ``node_id`` once it is RUNNING (it must not end before)."""
+    job: dict[str, Any] = {}
+
+    def running() -> bool:
+        nonlocal job
+        job = jobs_by_node(c, execution_id)[node_id]
+        assert job["status"] in ("PENDING", "RUNNING"), job
+        return job["status"] == "RUNNING"
+
+    wait_until(running, WAIT, f"job of node {node_id} running")
+    return job
