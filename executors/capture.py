@@ -7,16 +7,18 @@ from either stream, is appended to LOGS in arrival order and handed to the log s
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from executors.artifacts import ArtifactStore, ArtifactWriter
-from executors.base import ArtifactRef
+from executors.base import ArtifactRef, one_line
 
 log = logging.getLogger("remote_network.executors")
 
 LineSink = Callable[[str, str, str], None]  # (job_id, stream, line)
 STREAMS = ("stdout", "stderr")
 MAX_LINE = 64 * 1024  # a longer run without a newline is cut into lines of this size
+STDERR_TAIL_LINES = 3  # the last lines on stderr quoted in a failed job's error
 
 
 class OutputCapture:
@@ -30,6 +32,7 @@ class OutputCapture:
         }
         self._partial: dict[str, bytes] = {s: b"" for s in STREAMS}
         self._done = False
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     def feed(self, stream: str, data: bytes) -> None:
         if not data:
@@ -51,12 +54,20 @@ class OutputCapture:
 
     def _line(self, stream: str, raw: bytes) -> None:
         self._writers["logs"].write(raw)
+        if stream == "stderr" and raw.strip():
+            self._stderr_tail.append(raw[:1024].decode("utf-8", errors="replace").strip())
         if self._on_log is not None:
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
             try:
                 self._on_log(self.job_id, stream, text)
             except Exception:  # a broken sink must not break the job
                 log.exception("log sink failed for job %s", self.job_id)
+
+    def exit_error(self, code: int) -> str:
+        """The error of a job that exited with ``code``: the code, then its last lines on
+        stderr (call after ``finish``, which flushes a last line without a newline)."""
+        tail = " | ".join(self._stderr_tail)
+        return one_line(f"exit code {code}: {tail}" if tail else f"exit code {code}")
 
     def finish(self) -> dict[str, ArtifactRef]:
         """Flush unterminated lines and store the three artifacts."""

@@ -196,7 +196,7 @@ class DockerExecutor:
             removed = True  # auto-removed: the wait was for "removed"
             if outcome is None:
                 outcome = JobOutcome.COMPLETED if exit_code == 0 else JobOutcome.FAILED
-                error = None if exit_code == 0 else f"exit code {exit_code}"
+                error = None if exit_code == 0 else capture.exit_error(exit_code)
             return JobResult(spec.job_id, outcome, exit_code, started, utcnow(), outputs, error)
         except (EngineUnavailable, EngineError) as exc:
             return failed_result(spec, started, one_line(str(exc)))

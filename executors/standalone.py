@@ -284,7 +284,7 @@ class StandaloneExecutor:
                 if code is not None and code < 0:
                     error = f"killed by signal {signal.Signals(-code).name}"
                 elif code != 0:
-                    error = f"exit code {code}"
+                    error = capture.exit_error(code)
             return JobResult(spec.job_id, outcome, exit_code, started, utcnow(), refs, error)
         finally:
             capture.abort()

@@ -87,6 +87,9 @@ async def test_exit_code_three_reported(docker_exec: DockerExecutor, busybox_ima
     assert result.exit_code == 3
     assert result.error == "exit code 3"
     assert result.ended_at >= result.started_at
+    quoted = await docker_exec.run(JobSpec("exit4", sh(busybox_image,
+                                                       "echo why >&2; echo out; exit 4")))
+    assert (quoted.exit_code, quoted.error) == (4, "exit code 4: why")
 
 
 async def test_mounts_read_and_written(docker_exec: DockerExecutor, busybox_image: str,

@@ -68,6 +68,15 @@ async def test_exit_code_three(standalone_exec: StandaloneExecutor) -> None:
                                                                 "exit code 3")
 
 
+async def test_failure_quotes_the_last_lines_on_stderr(
+        standalone_exec: StandaloneExecutor) -> None:
+    script = ("echo one >&2; echo out; echo two >&2; echo >&2; echo three >&2; "
+              "printf last >&2; exit 5")
+    result = await standalone_exec.run(JobSpec("tail", sh(script)))
+    assert (result.outcome, result.exit_code) == (JobOutcome.FAILED, 5)
+    assert result.error == "exit code 5: two | three | last"
+
+
 async def test_mounts_env_and_cwd(standalone_exec: StandaloneExecutor, store: ArtifactStore,
                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RN_TEST_NODE_SECRET", "must-not-leak")
