@@ -11,12 +11,16 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from flows.define import DefinitionError
 from flows.node_client import NodeClient, NodeError
 
+if TYPE_CHECKING:
+    from flows.submit import Execution
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # stopped waiting at Ctrl-C, as shells report SIGINT
 
 
 def add_parser(sub: Any) -> None:
@@ -40,6 +44,17 @@ def add_parser(sub: Any) -> None:
     _add_wait_options(run)
     run.set_defaults(func=cmd_run)
 
+    status = wsub.add_parser("status", help="an execution's state, and its results once "
+                             "it has ended")
+    status.add_argument("execution_id", type=int, metavar="EXECUTION_ID")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
+
+    cancel = wsub.add_parser("cancel", help="cancel an execution: its running jobs are "
+                             "stopped, the others never start")
+    cancel.add_argument("execution_id", type=int, metavar="EXECUTION_ID")
+    cancel.set_defaults(func=cmd_cancel)
+
     listing = wsub.add_parser("list", help="list the node's workflows")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=cmd_list)
@@ -54,7 +69,7 @@ def add_parser(sub: Any) -> None:
     schedule.add_argument("--json", action="store_true", help="print JSON")
     schedule.set_defaults(func=cmd_schedule)
 
-    for parser in (apply, run, listing, schedule):
+    for parser in (apply, run, status, cancel, listing, schedule):
         target = parser.add_argument_group("which node")
         target.add_argument("--data-dir", type=Path, help="the local node's data dir (default "
                             "$XDG_DATA_HOME/remote-network); a token is minted from it")
@@ -143,6 +158,28 @@ def cmd_run(args: argparse.Namespace, client: NodeClient) -> int:
 
 
 @guarded
+def cmd_status(args: argparse.Namespace, client: NodeClient) -> int:
+    from flows.submit import TERMINAL, collect
+
+    status = client.get(f"/api/workflow-executions/{args.execution_id}/status")
+    if status.get("status") in TERMINAL:
+        return _report(collect(client, status), args)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(f"execution {status['id']} of workflow {status['workflow_id']}: "
+              f"{status['status']}, {status.get('progress') or 0}% of its jobs done")
+    return EXIT_OK
+
+
+@guarded
+def cmd_cancel(args: argparse.Namespace, client: NodeClient) -> int:
+    answer = client.post(f"/api/workflow-executions/{args.execution_id}/cancel")
+    print(f"execution {args.execution_id}: {answer.get('status', 'CANCELLED')}")
+    return EXIT_OK
+
+
+@guarded
 def cmd_list(args: argparse.Namespace, client: NodeClient) -> int:
     workflows = client.workflows()
     if args.json:
@@ -206,9 +243,19 @@ def _run_and_report(client: NodeClient, workflow_id: int, args: argparse.Namespa
     bar = ProgressBar(sys.stderr, execution_id)
     try:
         final = wait_until_done(client, execution_id, timeout=args.timeout, on_progress=bar)
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"remote-network: stopped waiting; execution {execution_id} goes on on the node "
+              f"('remote-network workflow status {execution_id}' shows it, "
+              f"'remote-network workflow cancel {execution_id}' stops it)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         bar.close()
-    execution = collect(client, final)
+    return _report(collect(client, final), args)
+
+
+def _report(execution: Execution, args: argparse.Namespace) -> int:
+    """Print an ended execution: its state, each job's, and the final outputs (or JSON)."""
     if args.json:
         print(json.dumps({
             "execution_id": execution.id, "workflow_id": execution.workflow_id,
@@ -264,9 +311,11 @@ class ProgressBar:
         self.stream.flush()
 
     def close(self) -> None:
+        """End the bar's line (once)."""
         if self.tty and self.last is not None:
             self.stream.write("\n")
             self.stream.flush()
+        self.last = None
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:

@@ -6,6 +6,7 @@ the client mints its token from the node's data dir as ``remote-network token`` 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import uuid
@@ -364,3 +365,51 @@ def test_schedule_create_list_delete(node_proc: NodeProcess, node_client: NodeCl
     assert node_client.get(f"/api/workflows/{wid}/schedules") == {"schedules": [], "total": 0}
     code, out, _ = cli("schedule", "list", wf.name, node=node_proc, capsys=capsys)
     assert (code, out) == (0, f"workflow {wid} has no schedules\n")
+
+
+def test_interrupted_wait_then_status_and_cancel(node_proc: NodeProcess,
+                                                node_client: NodeClient,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C stops waiting, not the execution; ``status`` and ``cancel`` take it from there."""
+    tag = uuid.uuid4().hex[:6]
+    node_client.ensure_standalone_service(f"f-sleep-{tag}", BUSYBOX,
+                                          arguments=["sh", "-c", "echo begun; exec sleep 60"])
+    wf = Workflow(f"f-interrupt-{tag}")
+    wf.step(f"f-sleep-{tag}", name="nap")
+    wf.register(node_client)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "workflow", "run",
+                             wf.name, "--wait", "--data-dir", str(node_proc.data_dir),
+                             "--url", node_proc.http_url],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # a line per progress change; bounded by the execution
+            seen.append(line)
+            if "RUNNING" in line:
+                break
+        assert seen and "RUNNING" in seen[-1], seen
+        execution_id = int(seen[-1].split()[1])
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert err.strip().endswith(
+        f"stopped waiting; execution {execution_id} goes on on the node ('remote-network "
+        f"workflow status {execution_id}' shows it, 'remote-network workflow cancel "
+        f"{execution_id}' stops it)"), err
+
+    code, out, _ = cli("status", str(execution_id), node=node_proc, capsys=capsys)
+    assert (code, out) == (0, f"execution {execution_id} of workflow {wf.id}: RUNNING, "
+                              "0% of its jobs done\n")
+    code, out, _ = cli("cancel", str(execution_id), node=node_proc, capsys=capsys)
+    assert (code, out) == (0, f"execution {execution_id}: CANCELLED\n")
+    code, out, _ = cli("status", str(execution_id), node=node_proc, capsys=capsys)
+    assert code == 1
+    assert out.splitlines()[:2] == [f"execution {execution_id}: CANCELLED: cancelled",
+                                    "  nap: CANCELLED: cancelled"]
+    code, _, err = cli("cancel", str(execution_id), node=node_proc, capsys=capsys)
+    assert code == 1 and "409" in err and "already finished" in err
