@@ -239,6 +239,11 @@ class WorkflowRunner:
         except Exception as exc:
             if _cancelled_run(exc):  # the flow run ended Cancelled: see _ended_early
                 return
+            if isinstance(exc, httpx.TransportError):
+                why = f"the Prefect API at {self.runtime.api_url} did not answer ({exc})"
+                log.error("execution %s failed: %s", execution_id, why)
+                self._fail_if_open(execution_id, f"execution failed: {why}")
+                return
             log.exception("execution %s crashed", execution_id)
             self._fail_if_open(execution_id, f"execution failed: {exc}")
         finally:

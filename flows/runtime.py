@@ -41,6 +41,10 @@ from orchestrator.errors import Unavailable
 log = logging.getLogger("remote_network.prefect")
 
 STARTUP_TIMEOUT = 180.0
+# A Prefect server that exits on its own is started again after these pauses (seconds), at
+# most this many times within RESTART_WINDOW; then the node reports Prefect unavailable.
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+RESTART_WINDOW = 600.0
 # The server records task runs from their events one at a time by default: a bulk insert per
 # event, most of its CPU. In batches it costs a third less, which is what bounds executions
 # running together. Prefect truncates the flush interval to whole seconds, and 0 would make its
@@ -141,6 +145,10 @@ class PrefectRuntime:
         self._boot_task: asyncio.Task[None] | None = None
         self._server: asyncio.subprocess.Process | None = None
         self._pg: Any = None
+        self._db_url = ""
+        self._watch_task: asyncio.Task[None] | None = None
+        self._restarts: list[float] = []  # when the server was restarted (monotonic)
+        self._stopping = False
         self._warm_hooks: list[Any] = []
 
     @property
@@ -169,8 +177,8 @@ class PrefectRuntime:
         started = time.monotonic()
         try:
             if not self.external:
-                db_url = await self._database_url()
-                await self._start_server(db_url)
+                self._db_url = await self._database_url()
+                await self._start_server(self._db_url)
             await self._warm_up()
             log.info("Prefect ready in %.1fs (API %s, database %s)",
                      time.monotonic() - started, self.api_url, self.database)
@@ -179,12 +187,47 @@ class PrefectRuntime:
             log.error("Prefect failed to start: %s", self.error)
         finally:
             self._ready.set()
+        if self.error is None and self._server is not None:
+            self._watch_task = asyncio.create_task(self._watch(), name="prefect-watch")
         if self.error is None:
             for hook in self._warm_hooks:
                 try:
                     await hook()
                 except Exception:
                     log.exception("Prefect start-up hook failed")
+
+    async def _watch(self) -> None:
+        """Start the Prefect server again whenever it exits while the node runs. Executions
+        that start meanwhile wait for it (``wait_ready``); runs it was serving fail."""
+        while self._server is not None:
+            code = await self._server.wait()
+            if self._stopping:
+                return
+            now = time.monotonic()
+            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
+            if len(self._restarts) >= len(RESTART_DELAYS):
+                self.error = (f"the Prefect server exited {len(self._restarts) + 1} times in "
+                              f"{RESTART_WINDOW / 60:g} minutes (last exit code {code}); see "
+                              f"{self.settings.prefect_dir / 'server.log'}")
+                log.error("%s; not restarting it", self.error)
+                return
+            delay = RESTART_DELAYS[len(self._restarts)]
+            self._restarts.append(now)
+            log.warning("the Prefect server exited with code %s; starting it again in %gs "
+                        "(see %s)", code, delay, self.settings.prefect_dir / "server.log")
+            self._ready = asyncio.Event()
+            try:
+                await asyncio.sleep(delay)
+                await self._start_server(self._db_url)
+                log.info("Prefect server running again (API %s)", self.api_url)
+            except Exception as exc:
+                log.error("the Prefect server did not start again: %s", exc)
+                if self._server is None or self._server.returncode is None:
+                    self.error = f"the Prefect server did not start again: {exc}"
+                    return
+                # it exited again: the loop counts it and tries once more
+            finally:
+                self._ready.set()
 
     async def _database_url(self) -> str:
         if self.settings.prefect_database_url:
@@ -240,6 +283,11 @@ class PrefectRuntime:
         await module.warm_up()
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._watch_task
         if self._boot_task is not None and not self._boot_task.done():
             self._boot_task.cancel()
             with contextlib.suppress(BaseException):

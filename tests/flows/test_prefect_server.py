@@ -331,6 +331,36 @@ def wait_gone(check: Any, timeout: float = 15.0) -> None:
         time.sleep(0.2)
 
 
+def prefect_server_of(node: NodeProcess) -> psutil.Process | None:
+    for child in psutil.Process(node.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "prefect.server" in " ".join(child.cmdline()):
+                return child
+    return None
+
+
+def test_prefect_server_that_dies_is_started_again(ui_node: Node) -> None:
+    """The node supervises the Prefect server it started: killed, it comes back on the same
+    port and database, and executions run again."""
+    first = prefect_server_of(ui_node.proc)
+    assert first is not None
+    first.kill()
+    first.wait(10)
+
+    def back() -> bool:
+        again = prefect_server_of(ui_node.proc)
+        if again is None or again.pid == first.pid:
+            return False
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(f"{ui_node.prefect_url}/api/health", timeout=2).status_code == 200
+        return False
+
+    wait_until(back, 120, "the Prefect server started again")
+    name, eid, _services, _jobs = run_pair(ui_node)
+    assert completed_flow_run(ui_node, name, eid)["state_type"] == "COMPLETED"
+    assert "the Prefect server exited with code -9; starting it again" in ui_node.proc.log()
+
+
 def test_crashed_node_restarts_on_its_prefect_database(ui_node: Node) -> None:
     """kill -9: the Prefect server dies with the node; the next start takes up the database.
 
