@@ -20,6 +20,7 @@ from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
 from flows.dispatch import DispatchError, JobDispatcher, JobInput, JobRequest, LocalDispatcher
 from flows.own_flow_runs import OwnFlowRuns
 from flows.tag_limits import TagLimits, use_tag_limits
+from flows.task_run_logs import LogShipper, TaskRunLog
 from orchestrator.config import Settings
 from orchestrator.engine import ExecutionEngine, InterfaceRecord
 from orchestrator.errors import Unavailable
@@ -133,6 +134,11 @@ class WorkflowRunner:
         self._flow_id: Any = None  # run_workflow's id on the Prefect server, once known
         self._tag_limits = TagLimits()
         self._own_runs = OwnFlowRuns()
+        self._logs = LogShipper(self._post_logs)  # job lines to Prefect, as task-run logs
+        # Only where a Prefect UI can show them: the node's own server with --prefect-ui, or a
+        # server of the user's (each line costs that server about a millisecond of CPU).
+        self._job_log_lines = (settings.prefect_job_log_lines
+                               if settings.prefect_ui or settings.prefect_api_url else 0)
 
     def use_remote(self, remote: JobDispatcher) -> None:
         """Dispatch through ``remote`` every node that runs on another peer or may take inputs
@@ -164,6 +170,7 @@ class WorkflowRunner:
         for t in flows:
             t.cancel()
         await asyncio.gather(*flows, return_exceptions=True)
+        await self._logs.aclose()
         clients, self._clients = self._clients, None
         if clients is not None and clients.done() and not clients.exception():
             async_ctx, sync_ctx = clients.result()
@@ -464,8 +471,12 @@ class WorkflowRunner:
         dispatcher = self.dispatcher_for(node)
         self._active.setdefault(execution_id, {})[job_id] = (dispatcher, request)
 
+        prefect_log = self._task_run_log(task_run)
+
         def on_log(_job: str, stream: str, line: str) -> None:
             self.engine.publish_log(job, stream, line)
+            if prefect_log is not None:
+                prefect_log.line(stream, line)
 
         try:
             result = await dispatcher.dispatch(request, on_log=on_log)
@@ -474,6 +485,8 @@ class WorkflowRunner:
             result = JobResult(request.job_id, JobOutcome.FAILED, None, now, now, error=str(exc))
         finally:
             self._active.get(execution_id, {}).pop(job_id, None)
+            if prefect_log is not None:
+                prefect_log.close()
 
         if result.outcome is JobOutcome.COMPLETED:
             self.engine.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code,
@@ -497,6 +510,21 @@ class WorkflowRunner:
             self.engine.set_job(job_id, RunState.RUNNING, exit_code=result.exit_code,
                                 error=f"attempt {attempt} failed ({reason}); retrying")
         raise JobFailed(reason)
+
+    async def _post_logs(self, batch: list[dict[str, Any]]) -> None:
+        clients = self._clients
+        if clients is None or not clients.done() or clients.exception() is not None:
+            raise RuntimeError("no Prefect client")
+        async_ctx, _ = clients.result()
+        await async_ctx.client.request("POST", "/logs/", json=batch)
+
+    def _task_run_log(self, task_run: Any) -> TaskRunLog | None:
+        """Where the job's output lines go in Prefect (None: nowhere)."""
+        limit = self._job_log_lines
+        if task_run is None or not limit:
+            return None
+        return TaskRunLog(self._logs.add, flow_run_id=str(task_run.flow_run_id),
+                          task_run_id=str(task_run.id), limit=limit)
 
     @staticmethod
     def _inputs(plan: Plan, node: PlanNode, upstream: dict[int, NodeOutputs]) -> list[JobInput]:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # server the node starts. Off by default: every task-run event would be stored and matched
     # against triggers, which costs that server about as much CPU as recording the runs.
     prefect_event_history: bool = False
+    # Lines of a job's output (stdout and stderr) sent to Prefect as its task run's logs, shown
+    # in the Prefect UI; past this many a job's last log says how many more its LOGS output
+    # holds. Sent only with prefect_ui or prefect_api_url (where a UI shows them); 0: none.
+    prefect_job_log_lines: int = Field(default=1000, ge=0)
     # Start Prefect in the background when the node starts, so the first execute is not slow.
     prefect_warmup: bool = True
     # How often the node looks for due runs of its scheduled workflows.

@@ -189,6 +189,23 @@ def check_runs_on(server: Node, node: Node) -> None:
     assert r.json()["root_node_ids"] == [first]
     assert {p["id"] for p in graph[second]["parents"]} == {first}
     assert {c["id"] for c in graph[first]["children"]} == {second}
+    # Each job's output lines are its task run's logs (sent in batches every 2 s).
+    assert task_logs(server, second) == [("stdout", "TO PREFECT")]
+    assert task_logs(server, first) == [("stdout", "to prefect")]
+
+
+def task_logs(server: Node, task_run_id: str) -> list[tuple[str, str]]:
+    """The (name, message) logs of a task run in Prefect, once it has some."""
+    logs: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        nonlocal logs
+        logs = prefect_post(server, "/logs/filter", {
+            "logs": {"task_run_id": {"any_": [task_run_id]}}, "sort": "TIMESTAMP_ASC"})
+        return bool(logs)
+
+    wait_until(arrived, 30, f"logs of task run {task_run_id}")
+    return [(log["name"], log["message"]) for log in logs]
 
 
 def listeners(port: int) -> list[str]:
