@@ -77,6 +77,8 @@ class PeerConnection(QuicConnectionProtocol):
         self.is_client = quic.configuration.is_client
         self.peer_id: str | None = None
         self.peer_address: tuple[str, int] | None = None
+        # The relay this connection's packets go through (None: direct).
+        self.relayed_via: str | None = None
         self.close_reason = ""
         self.verified: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.verified.add_done_callback(_consume)
@@ -216,7 +218,7 @@ class PeerConnection(QuicConnectionProtocol):
                     event.reason_phrase or "connection closed during the identity exchange"))
             for task in list(self._tasks):
                 task.cancel()
-            if self.is_client:
+            if self.is_client or self.relayed_via is not None:
                 asyncio.get_running_loop().call_soon(self._transport.close)
             self.host.connection_lost(self)
 

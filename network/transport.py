@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from aioquic.asyncio.server import QuicServer
+from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from network import bulk, quic
@@ -48,14 +49,22 @@ from network.peer_errors import (
     RemoteError,
     RequestRejected,
 )
+from network.relay_tunnel import StreamDatagramTransport, pump
 
 log = logging.getLogger("remote_network.transport")
 
 PING = "ping"
+# A tunnel to a peer through a relay: asked of the relay, and opened by it to the peer.
+RELAY_TUNNEL = "relay_tunnel"
+RELAY_INCOMING = "relay_incoming"
 Address = tuple[str, int]
 Resolver = Callable[[str], list[Address]]
 BlobSource = Callable[[str], Path | None]
 EventCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
+# A handler that takes over its stream after the request: (connection, request, reader, writer,
+# bytes already read past the request). It answers, if at all, on the stream itself.
+StreamHandler = Callable[[quic.PeerConnection, Envelope, asyncio.StreamReader,
+                          asyncio.StreamWriter, bytes], Awaitable[None]]
 
 
 @dataclass
@@ -107,12 +116,15 @@ class PeerTransport:
         self.identity = identity
         self.config = config
         self.resolver: Resolver = resolver or (lambda _peer: [])
+        # The relay through which a peer is reached (None: dial its addresses).
+        self.relay_for: Callable[[str], str | None] = lambda _peer: None
         self._is_blacklisted = is_blacklisted or (lambda _peer: False)
         # A blob source answers "where is the blob with this sha256?" (None: not here).
         self.blob_source: BlobSource = lambda _sha: None
         self.on_connected: list[Callable[[str, Address | None], None]] = []
         self.on_disconnected: list[Callable[[str], None]] = []
         self._handlers: dict[str, Handler] = {}
+        self._stream_handlers: dict[str, StreamHandler] = {}
         self._connections: dict[str, quic.PeerConnection] = {}
         self._all: set[quic.PeerConnection] = set()
         self._dialing: dict[str, asyncio.Task[quic.PeerConnection]] = {}
@@ -123,6 +135,8 @@ class PeerTransport:
         self.port = 0
         self.register(PING, self._on_ping)
         self.register(bulk.BULK_OFFER, self._on_bulk_offer)
+        self.register_stream(RELAY_INCOMING, self._on_relay_incoming)
+        self._tunnels = 0
 
     @property
     def peer_id(self) -> str:
@@ -168,6 +182,9 @@ class PeerTransport:
     # -- handlers --------------------------------------------------------------------------
     def register(self, msg_type: str, handler: Handler) -> None:
         self._handlers[msg_type] = handler
+
+    def register_stream(self, msg_type: str, handler: StreamHandler) -> None:
+        self._stream_handlers[msg_type] = handler
 
     # -- connections -----------------------------------------------------------------------
     @property
@@ -234,10 +251,16 @@ class PeerTransport:
         return conn.peer_id
 
     async def _dial_peer(self, peer_id: str) -> quic.PeerConnection:
-        addresses = await _maybe_async(self.resolver(peer_id))
-        if not addresses:
-            raise PeerUnreachable(peer_id, "no known address")
         errors = []
+        relay = self.relay_for(peer_id)
+        if relay and relay not in (peer_id, self.peer_id):
+            try:
+                return await self._dial_via_relay(peer_id, relay)
+            except PeerError as exc:
+                errors.append(f"through relay {relay[:16]}: {exc.reason}")
+        addresses = await _maybe_async(self.resolver(peer_id))
+        if not addresses and not errors:
+            raise PeerUnreachable(peer_id, "no known address")
         for host, port in addresses:
             try:
                 return await self._dial(host, port, peer_id)
@@ -263,6 +286,79 @@ class PeerTransport:
         except ConnectionRefusedError as exc:
             raise PeerUnreachable(name, f"identity exchange failed: {exc}") from exc
         return conn
+
+    # -- tunnels through a relay ---------------------------------------------------------------
+    async def _dial_via_relay(self, peer_id: str, relay: str) -> quic.PeerConnection:
+        """A QUIC connection to ``peer_id`` whose packets go through ``relay`` (see
+        ``network.relay_tunnel``); identity verified end to end, as for a direct one."""
+        relay_conn = await self.connect(relay)
+        reader, writer = await relay_conn.create_stream()
+        writer.write(encode(Envelope.new(RELAY_TUNNEL, {"target": peer_id},
+                                         source_peer_id=self.peer_id)))
+        decoder = FrameDecoder()
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                reply = await _read_envelope(reader, decoder, relay)
+        except TimeoutError as exc:
+            writer.close()
+            raise PeerTimeout(peer_id, f"relay {relay[:16]} did not open a tunnel") from exc
+        if reply is None:
+            raise PeerClosed(peer_id, f"relay {relay[:16]} closed the tunnel")
+        try:
+            _result(relay, RELAY_TUNNEL, reply)
+        except RemoteError as exc:
+            writer.close()
+            raise PeerUnreachable(peer_id, f"relay {relay[:16]}: {exc.reason}") from exc
+        self._tunnels += 1
+        where = (f"relay-{relay[:16]}", self._tunnels)
+        conn = quic.PeerConnection(QuicConnection(configuration=self._client_config), host=self,
+                                   handshake_timeout=self.config.handshake_timeout)
+        conn.relayed_via = relay
+        conn.connection_made(StreamDatagramTransport(writer, where))
+        conn._spawn(pump(reader, conn, where, decoder.tail()))
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                conn.connect(where)
+                await conn.wait_connected()
+        except BaseException as exc:
+            conn.close()
+            conn._transport.close()
+            if isinstance(exc, TimeoutError):
+                raise PeerTimeout(peer_id, "no QUIC answer through the relay") from exc
+            if isinstance(exc, ConnectionError):
+                raise PeerUnreachable(peer_id, f"through the relay: {exc}") from exc
+            raise
+        self._all.add(conn)
+        try:
+            await conn.client_handshake(peer_id)
+        except ConnectionRefusedError as exc:
+            raise PeerUnreachable(peer_id, f"identity exchange failed: {exc}") from exc
+        return conn
+
+    async def _on_relay_incoming(self, relay_conn: quic.PeerConnection, request: Envelope,
+                                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                 tail: bytes) -> None:
+        """A relay opened a tunnel from another peer: serve QUIC on it, as on our UDP port."""
+        self._tunnels += 1
+        where = (f"relay-{(relay_conn.peer_id or '?')[:16]}", self._tunnels)
+        made: list[quic.PeerConnection] = []
+
+        def create_protocol(*args: Any, **kwargs: Any) -> quic.PeerConnection:
+            conn = quic.PeerConnection(*args, host=self,
+                                       handshake_timeout=self.config.handshake_timeout, **kwargs)
+            conn.relayed_via = relay_conn.peer_id
+            made.append(conn)
+            return conn
+
+        tunnel = StreamDatagramTransport(writer, where)
+        server = QuicServer(configuration=self._server_config, create_protocol=create_protocol)
+        server.connection_made(tunnel)
+        try:
+            await pump(reader, server, where, tail)
+        finally:
+            for conn in made:
+                conn.close_with("relay tunnel closed")
+            tunnel.close()
 
     # ConnectionHost callbacks (called by quic.PeerConnection)
     def connection_verified(self, conn: quic.PeerConnection) -> None:
@@ -343,6 +439,10 @@ class PeerTransport:
             if request.type == bulk.BULK_GET:
                 await self._send_blob_on_stream(conn, request, writer)
                 return
+            stream_handler = self._stream_handlers.get(request.type)
+            if stream_handler is not None:
+                await stream_handler(conn, request, reader, writer, decoder.tail())
+                return
             handler = self._handlers.get(request.type)
             if handler is None:
                 raise RequestRejected(f"unknown message type '{request.type}'")
@@ -375,7 +475,7 @@ class PeerTransport:
         timeout = self.config.request_timeout * 6 if timeout is None else timeout
         deadline = time.monotonic() + timeout
         conn = await self.connect(peer_id, timeout=timeout)
-        if prefer_tcp:
+        if prefer_tcp and conn.relayed_via is None:  # no direct path to a relayed peer
             try:
                 return await self._fetch_tcp(conn, peer_id, sha256, dest, deadline)
             except (BulkError, RemoteError):

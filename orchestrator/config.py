@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     relay: bool = False
     nat: bool = False
+    # Relay mode: how many peers behind NAT it takes at once, and its price per GB relayed.
+    relay_max_sessions: int = Field(default=100, gt=0)
+    relay_price_per_gb: float = Field(default=0.01, ge=0)
+    # NAT mode: how often the relay candidates are probed (and the session kept alive), and
+    # how long a probe waits for an answer (seconds).
+    relay_probe_seconds: float = Field(default=15.0, gt=0)
+    relay_probe_timeout: float = Field(default=5.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     key_passphrase: str | None = None
     key_passphrase_file: Path | None = None

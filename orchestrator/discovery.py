@@ -105,7 +105,7 @@ class Discovery:
         node, settings = self.node, self.node.settings
         counts = node.services.counts()
         caps = summary(node.capabilities.get())
-        relay = node.relay
+        relay = node.nat_relay
         return LocalFacts(
             quic_addresses=tuple((h, settings.quic_port) for h in self.quic_hosts()),
             api_port=settings.api_port,

@@ -32,6 +32,7 @@ from orchestrator.graph import Defaults
 from orchestrator.keys import load_identity
 from orchestrator.peer_messaging import PeerMessaging
 from orchestrator.registry import ServiceRegistry
+from orchestrator.relay import RelayClient, RelayServer, relay_for
 from orchestrator.remote_jobs import RemoteJobs
 from orchestrator.standalone_services import StandaloneServices
 from orchestrator.upload_manager import UploadManager
@@ -79,8 +80,6 @@ class Node:
         self.uploads = UploadManager(settings, standalone=self.standalone,
                                      data=self.data_services)
         self.ws_handlers.update(self.uploads.handlers())
-        # The relay peer (relay or NAT mode), set up by the network layer when it runs.
-        self.relay: Any = None
         # Peer discovery: the DHT (node.dht) and the directory of known peers (node.peers).
         self.discovery = Discovery(self)
         self.peers = self.discovery.peers
@@ -88,6 +87,10 @@ class Node:
         # QUIC messaging with peers (node.transport): search, capabilities, bulk artifacts.
         self.messaging = PeerMessaging(self)
         self.transport = self.messaging.transport
+        # Relaying: our sessions as a relay (--relay), our relay behind NAT (--nat).
+        self.relay_service = RelayServer(self) if settings.relay else None
+        self.nat_relay = RelayClient(self) if settings.nat else None
+        self.transport.relay_for = lambda peer_id: relay_for(self, peer_id)
         # Workflow engine: execution records, Prefect beside the node, the flow runner, schedules.
         self.prefect = PrefectRuntime(settings)
         self.engine = ExecutionEngine(
@@ -141,6 +144,8 @@ class Node:
         await self.uploads.start()
         await self.messaging.start()
         await self.discovery.start()
+        if self.nat_relay is not None:
+            self.nat_relay.start()
         log.info("node %s started", self.peer_id)
 
     async def stop(self) -> None:
@@ -148,6 +153,8 @@ class Node:
         await self.workflow_runner.stop()
         await self.prefect.stop()
         await self.executor.shutdown()
+        if self.nat_relay is not None:
+            await self.nat_relay.stop()
         await self.discovery.stop()
         await self.messaging.stop()
         await self.uploads.stop()
@@ -171,7 +178,7 @@ class Node:
             "dht_node_id": self.dht.node_id_hex,
             "relay_mode": self.settings.relay,
             "nat_mode": self.settings.nat,
-            "connected_relay": "",
+            "connected_relay": self.nat_relay.connected_relay_id if self.nat_relay else "",
             "active_connections": self.transport.active_connections,
         }
         return {
@@ -193,18 +200,18 @@ class Node:
     async def fetch_peer_capabilities(self, peer_id: str) -> dict[str, Any]:
         return await self.messaging.fetch_peer_capabilities(peer_id)
 
-    def relay_server(self) -> Any:
+    def relay_server(self) -> RelayServer:
         """The relay side (sessions of peers relayed through us); relay mode only."""
         if not self.settings.relay:
             raise Forbidden("Node is not in relay mode")
-        if self.relay is None:
+        if self.relay_service is None:
             raise OperationFailed("Relay peer not initialized")
-        return self.relay
+        return self.relay_service
 
-    def relay_client(self) -> Any:
+    def relay_client(self) -> RelayClient:
         """The NAT side (our relay candidates and connection); NAT mode only."""
         if not self.settings.nat:
             raise Forbidden("Node is not in NAT mode")
-        if self.relay is None:
+        if self.nat_relay is None:
             raise OperationFailed("Relay peer not initialized")
-        return self.relay
+        return self.nat_relay

@@ -1,4 +1,6 @@
-"""Relay sessions (relay mode) and relay candidates (NAT mode)."""
+"""Relay sessions (relay mode) and relay candidates (NAT mode).
+
+The handlers run on the event loop (``async``): the relay state they touch lives there."""
 
 from __future__ import annotations
 
@@ -29,40 +31,40 @@ NAT_ONLY = [Depends(_nat_mode)]
 
 
 @router.get("/sessions", dependencies=RELAY_ONLY)
-def sessions(node: NodeDep) -> list[dict[str, Any]]:
-    return node.relay_server().sessions()  # type: ignore[no-any-return]
+async def sessions(node: NodeDep) -> list[dict[str, Any]]:
+    return node.relay_server().sessions()
 
 
 @router.post("/sessions/{session_id}/disconnect", dependencies=RELAY_ONLY)
-def disconnect_session(session_id: str, node: NodeDep) -> dict[str, Any]:
+async def disconnect_session(session_id: str, node: NodeDep) -> dict[str, Any]:
     node.relay_server().disconnect(session_id)
     return {"success": True, "message": "Session disconnected successfully"}
 
 
 @router.post("/sessions/{session_id}/blacklist", dependencies=RELAY_ONLY)
-def blacklist_session(session_id: str, node: NodeDep) -> dict[str, Any]:
+async def blacklist_session(session_id: str, node: NodeDep) -> dict[str, Any]:
     node.relay_server().blacklist_session(session_id)
     return {"success": True, "message": "Peer blacklisted and disconnected successfully"}
 
 
 @router.get("/candidates", dependencies=NAT_ONLY)
-def candidates(node: NodeDep) -> list[dict[str, Any]]:
-    return node.relay_client().candidates()  # type: ignore[no-any-return]
+async def candidates(node: NodeDep) -> list[dict[str, Any]]:
+    return node.relay_client().candidates()
 
 
 @router.post("/connect", status_code=status.HTTP_202_ACCEPTED, dependencies=NAT_ONLY)
-def connect(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
+async def connect(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
     node.relay_client().connect(body.peer_id)
     return {"success": True, "message": "Relay connection initiated"}
 
 
 @router.post("/disconnect", dependencies=NAT_ONLY)
-def disconnect(node: NodeDep) -> dict[str, Any]:
+async def disconnect(node: NodeDep) -> dict[str, Any]:
     node.relay_client().disconnect()
     return {"success": True, "message": "Disconnected from relay successfully"}
 
 
 @router.post("/prefer", dependencies=NAT_ONLY)
-def prefer(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
+async def prefer(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
     node.relay_client().prefer(body.peer_id)
     return {"success": True, "message": "Preferred relay set successfully"}

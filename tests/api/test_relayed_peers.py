@@ -1,0 +1,214 @@
+"""A peer behind NAT reached through a relay: real node processes on 127.0.0.1, real QUIC.
+
+R runs with ``--relay``; N with ``--nat`` (it says so in its signed record, so peers reach it
+through its relay rather than at its addresses); X orchestrates a workflow with a job on N. The
+relay carries the QUIC packets of X's connection to N and counts them for N's session.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.waiting import wait_for_peers, wait_until
+from tests.support.workflows import execute, jobs_by_node, make_workflow, sh_service, wait_done
+
+pytestmark = pytest.mark.timeout(300)
+
+FAST = {"RN_DHT_REFRESH_SECONDS": "1", "RN_RELAY_PROBE_SECONDS": "1"}
+NO_PREFECT = {**FAST, "RN_PREFECT_WARMUP": "false"}
+
+
+class Trio:
+    def __init__(self, nodes: list[NodeProcess]) -> None:
+        self.nodes = nodes
+        self.relay, self.nat, self.x = (n.client() for n in nodes)
+        self.ids = [c.get("/api/node/status").json()["peer_id"]
+                    for c in (self.relay, self.nat, self.x)]
+
+    def close(self) -> None:
+        for c in (self.relay, self.nat, self.x):
+            c.close()
+
+
+def _each(nodes: list[NodeProcess], action: str) -> None:
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(lambda n: getattr(n, action)(), nodes))
+
+
+@pytest.fixture(scope="module")
+def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
+    root: Path = tmp_path_factory.mktemp("relay")
+    relay = NodeProcess(root / "r", env=NO_PREFECT, extra_args=["--relay"])
+    boot = ["--bootstrap", f"127.0.0.1:{relay.dht_port}"]
+    nat = NodeProcess(root / "n", env=NO_PREFECT, extra_args=["--nat", *boot])
+    x = NodeProcess(root / "x", env=FAST, extra_args=boot)
+    nodes = [relay, nat, x]
+    t: Trio | None = None
+    try:
+        _each(nodes, "start")
+        t = Trio(nodes)
+        for i, client in enumerate((t.relay, t.nat, t.x)):
+            wait_for_peers(client, set(t.ids) - {t.ids[i]})
+        yield t
+    finally:
+        if t is not None:
+            t.close()
+        _each(nodes, "stop")
+
+
+def sessions(c: ApiClient) -> list[dict[str, Any]]:
+    r = c.get("/api/relay/sessions")
+    assert r.status_code == 200, r.text
+    result: list[dict[str, Any]] = r.json()
+    return result
+
+
+def candidate(c: ApiClient, relay_id: str) -> dict[str, Any] | None:
+    r = c.get("/api/relay/candidates")
+    assert r.status_code == 200, r.text
+    return next((x for x in r.json() if x["peer_id"] == relay_id), None)
+
+
+def wait_session(t: Trio, *, other_than: str = "") -> dict[str, Any]:
+    rid, nid, _ = t.ids
+    found: list[dict[str, Any]] = []
+
+    def registered() -> bool:
+        found[:] = [s for s in sessions(t.relay)
+                    if s["client_peer_id"] == nid and s["session_id"] != other_than]
+        c = candidate(t.nat, rid)
+        return bool(found) and c is not None and c["is_connected"]
+
+    wait_until(registered, 60, "the NAT node's session on the relay")
+    return found[0]
+
+
+def test_nat_node_keeps_a_session_with_the_relay(trio: Trio) -> None:
+    rid, nid, _ = trio.ids
+    session = wait_session(trio)
+    assert session["session_type"] == "QUIC" and session["session_id"].startswith("session-")
+    assert session["client_node_id"]  # the NAT node's DHT node id
+    assert trio.nat.get("/api/node/status").json()["stats"]["connected_relay"] == rid
+    c = candidate(trio.nat, rid)
+    assert c is not None
+    assert c["is_available"] and c["unavailable_msg"] == ""
+    assert c["pricing_per_gb"] == 0.01 and c["capacity"] == 100
+    assert c["latency"].endswith("ms") and 0 < c["reputation_score"] <= 1
+    assert c["endpoint"].startswith("127.0.0.1:")
+
+    def advertised() -> bool:
+        peers = {p["peer_id"]: p for p in trio.x.get("/api/peers").json()["peers"]}
+        nat = peers.get(nid, {})
+        return bool(nat.get("using_relay")) and nat.get("connected_relay_id") == rid
+
+    wait_until(advertised, 60, "X sees that N uses the relay")
+    peers = {p["peer_id"]: p for p in trio.x.get("/api/peers").json()["peers"]}
+    assert peers[nid]["is_behind_nat"] is True
+    assert peers[rid]["is_relay"] is True
+
+
+def test_job_on_the_nat_node_runs_through_the_relay(trio: Trio) -> None:
+    _, nid, xid = trio.ids
+    before = wait_session(trio)
+    wait_until(lambda: next((p for p in trio.x.get("/api/peers").json()["peers"]
+                             if p["peer_id"] == nid), {}).get("using_relay", False),
+               60, "X sees that N uses the relay")
+    src = sh_service(trio.x, "relay-source", "printf 'through the relay\\n'")
+    upper = sh_service(trio.nat, "relay-upper", "tr a-z A-Z")
+    wf, ids = make_workflow(trio.x, "relayed", [(src[0], {}, xid), (upper[0], {}, nid)],
+                            [(0, src[1]["STDOUT"], 1, upper[1]["STDIN"])])
+    eid = execute(trio.x, wf)
+    status = wait_done(trio.x, eid, 240)
+    jobs = jobs_by_node(trio.x, eid)
+    assert status["status"] == "COMPLETED", (status, jobs)
+    items = trio.x.get(f"/api/job-executions/{jobs[ids[1]]['id']}/interfaces").json()
+    out = {i["interface_type"]: i for i in items["interfaces"] if i["direction"] == "output"}
+    assert out["STDOUT"]["value"] == "THROUGH THE RELAY\n"
+
+    after = next(s for s in sessions(trio.relay) if s["session_id"] == before["session_id"])
+    # The relay carried X's QUIC packets to N and back: more than the job's bytes each way.
+    assert after["egress_bytes"] > before["egress_bytes"] + 1000
+    assert after["ingress_bytes"] > before["ingress_bytes"] + 1000
+    assert after["total_bytes"] == after["ingress_bytes"] + after["egress_bytes"]
+    assert after["earnings"] == round(after["total_bytes"] / 1e9 * 0.01, 9)
+
+
+def test_nat_node_disconnects_connects_and_prefers(trio: Trio) -> None:
+    rid, nid, _ = trio.ids
+    wait_session(trio)
+    r = trio.nat.post("/api/relay/disconnect")
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "message": "Disconnected from relay successfully"}
+    wait_until(lambda: not [s for s in sessions(trio.relay) if s["client_peer_id"] == nid],
+               30, "the session ended on the relay")
+    # Told to disconnect, it stays without a relay through later probe rounds (1 s apart).
+    time.sleep(3)
+    c = candidate(trio.nat, rid)
+    assert c is not None and not c["is_connected"] and c["is_available"]
+
+    for body in ({"peer_id": "f" * 40}, {"peer_id": nid}):
+        r = trio.nat.post("/api/relay/connect", json=body)
+        assert r.status_code == 400 and "not a known relay" in r.json()["error"], r.text
+    assert trio.nat.post("/api/relay/connect", json={}).status_code == 400
+
+    with trio.nat.websocket() as ws:
+        r = trio.nat.post("/api/relay/connect", json={"peer_id": rid})
+        assert r.status_code == 202
+        assert r.json() == {"success": True, "message": "Relay connection initiated"}
+        wait_session(trio)
+        events = []
+        deadline = time.monotonic() + 60
+        while not any(e["payload"]["connected_relay"] == rid for e in events):
+            assert time.monotonic() < deadline, events[-3:]
+            message = json.loads(ws.recv(timeout=30))
+            if message["type"] == "RELAY_CANDIDATES":
+                events.append(message)
+    assert any(c["peer_id"] == rid and c["is_connected"]
+               for c in events[-1]["payload"]["candidates"])
+
+    r = trio.nat.post("/api/relay/prefer", json={"peer_id": rid})
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "message": "Preferred relay set successfully"}
+    c = candidate(trio.nat, rid)
+    assert c is not None and c["is_preferred"] and c["is_connected"]
+    saved = json.loads((trio.nodes[1].data_dir / "relay.json").read_text())
+    assert saved == {"preferred": rid}
+
+
+def test_relay_owner_disconnects_then_blacklists_a_session(trio: Trio) -> None:
+    rid, nid, _ = trio.ids
+    r = trio.relay.post("/api/relay/sessions/session-nope/disconnect")
+    assert r.status_code == 404 and r.json() == {"error": "Session not found"}
+    first = wait_session(trio)
+    r = trio.relay.post(f"/api/relay/sessions/{first['session_id']}/disconnect")
+    assert r.status_code == 200
+    assert r.json() == {"success": True, "message": "Session disconnected successfully"}
+    # The NAT node finds itself without a relay and registers again.
+    second = wait_session(trio, other_than=first["session_id"])
+
+    r = trio.relay.post(f"/api/relay/sessions/{second['session_id']}/blacklist")
+    assert r.status_code == 200
+    assert r.json() == {"success": True,
+                        "message": "Peer blacklisted and disconnected successfully"}
+    assert trio.relay.get("/api/blacklist/check", params={"peer_id": nid}).json()[
+        "is_blacklisted"] is True
+    entries = trio.relay.get("/api/blacklist").json()["blacklist"]
+    assert any(e["peer_id"] == nid and e["reason"] == "Manual blacklist from relay session"
+               for e in entries)
+    assert [s for s in sessions(trio.relay) if s["client_peer_id"] == nid] == []
+
+    def dropped() -> bool:
+        c = candidate(trio.nat, rid)
+        return c is not None and not c["is_connected"] and not c["is_available"]
+
+    wait_until(dropped, 60, "the NAT node without its relay")
+    assert trio.nat.get("/api/node/status").json()["stats"]["connected_relay"] == ""
+    assert [s for s in sessions(trio.relay) if s["client_peer_id"] == nid] == []
