@@ -95,6 +95,7 @@ class RelayClient:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._target = ""  # a relay asked for through the API, tried next
+        self._published: tuple[Any, ...] | None = None
         self.transport.on_disconnected.append(self._peer_gone)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -276,7 +277,15 @@ class RelayClient:
             self._publish()
 
     def _publish(self) -> None:
-        self.node.bus.publish(RELAY_CANDIDATES, {"candidates": self.candidates(),
+        """A RELAY_CANDIDATES event, when which relays answer, which one is preferred or which
+        one the node is connected to changed since the last one (latencies alone do not)."""
+        candidates = self.candidates()
+        state = (self.connected_relay_id, tuple(
+            (c["peer_id"], c["is_available"], c["is_preferred"]) for c in candidates))
+        if state == self._published:
+            return
+        self._published = state
+        self.node.bus.publish(RELAY_CANDIDATES, {"candidates": candidates,
                                                  "connected_relay": self.connected_relay_id})
 
     def _refresh_candidates(self) -> None:

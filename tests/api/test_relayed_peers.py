@@ -1,14 +1,18 @@
-"""A peer behind NAT reached through a relay: real node processes on 127.0.0.1, real QUIC.
+"""A peer behind NAT reached through a relay: real node processes, a real NAT, real QUIC.
 
-R runs with ``--relay``; N with ``--nat`` (it says so in its signed record, so peers reach it
-through its relay rather than at its addresses); X orchestrates a workflow with a job on N. The
-relay carries the QUIC packets of X's connection to N and counts them for N's session.
+N runs in a network namespace this test makes, behind a firewall that lets N's own traffic out
+and its answers in, and drops whatever else comes in unasked, over UDP (QUIC and the DHT), as a
+NAT does; the test reaches N's API over TCP. R (``--relay``) and X run on the host side of the
+namespace's link. N (``--nat``) keeps a session with R; X reaches N through a tunnel at R, for a
+workflow with a job on N, and R counts the bytes it carries.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from network.identity import Identity
+from network.peer_errors import PeerUnreachable
+from network.transport import PeerTransport, TransportConfig
 from tests.support.node_process import ApiClient, NodeProcess
 from tests.support.waiting import wait_for_peers, wait_until
 from tests.support.workflows import execute, jobs_by_node, make_workflow, sh_service, wait_done
@@ -26,9 +33,68 @@ FAST = {"RN_DHT_REFRESH_SECONDS": "1", "RN_RELAY_PROBE_SECONDS": "1"}
 NO_PREFECT = {**FAST, "RN_PREFECT_WARMUP": "false"}
 
 
+class NatNamespace:
+    """A network namespace on a veth link to the host, behind a NAT-like firewall."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        octet = 100 + int(tag, 16) % 150
+        self.name = f"rn-nat-{tag}"
+        self.host_if, self.ns_if = f"rnh{tag}", f"rnn{tag}"
+        self.host_ip, self.ns_ip = f"10.213.{octet}.1", f"10.213.{octet}.2"
+
+    def run(self, *cmd: str, inside: bool = False) -> None:
+        argv = ["ip", "netns", "exec", self.name, *cmd] if inside else list(cmd)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+    def create(self) -> None:
+        self.run("ip", "netns", "add", self.name)
+        self.run("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        self.run("ip", "link", "set", self.ns_if, "netns", self.name)
+        self.run("ip", "addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+        self.run("ip", "link", "set", self.host_if, "up")
+        self.run("ip", "addr", "add", f"{self.ns_ip}/24", "dev", self.ns_if, inside=True)
+        self.run("ip", "link", "set", self.ns_if, "up", inside=True)
+        self.run("ip", "link", "set", "lo", "up", inside=True)
+        for rule in (["-i", "lo", "-j", "ACCEPT"],
+                     ["-p", "tcp", "-j", "ACCEPT"],  # the test reads N's API
+                     ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+                     ["-j", "DROP"]):
+            self.run("iptables", "-A", "INPUT", *rule, inside=True)
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, timeout=30)
+
+
+class NamespacedNode(NodeProcess):
+    """``remote-network start`` inside ``ns``, listening on its address there."""
+
+    def __init__(self, data_dir: Path, ns: NatNamespace, **kwargs: Any) -> None:
+        super().__init__(data_dir, **kwargs)
+        self.ns = ns
+
+    @property
+    def args(self) -> list[str]:
+        ip = self.ns.ns_ip
+        return ["ip", "netns", "exec", self.ns.name, *super().args,
+                "--api-host", ip, "--http-host", ip, "--p2p-host", ip]
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{self.ns.ns_ip}:{self.api_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.ns.ns_ip}:{self.http_port}"
+
+
 class Trio:
-    def __init__(self, nodes: list[NodeProcess]) -> None:
+    def __init__(self, nodes: list[NodeProcess], ns: NatNamespace) -> None:
         self.nodes = nodes
+        self.ns = ns
         self.relay, self.nat, self.x = (n.client() for n in nodes)
         self.ids = [c.get("/api/node/status").json()["peer_id"]
                     for c in (self.relay, self.nat, self.x)]
@@ -46,22 +112,28 @@ def _each(nodes: list[NodeProcess], action: str) -> None:
 @pytest.fixture(scope="module")
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
     root: Path = tmp_path_factory.mktemp("relay")
-    relay = NodeProcess(root / "r", env=NO_PREFECT, extra_args=["--relay"])
-    boot = ["--bootstrap", f"127.0.0.1:{relay.dht_port}"]
-    nat = NodeProcess(root / "n", env=NO_PREFECT, extra_args=["--nat", *boot])
-    x = NodeProcess(root / "x", env=FAST, extra_args=boot)
-    nodes = [relay, nat, x]
+    ns = NatNamespace()
+    nodes: list[NodeProcess] = []
     t: Trio | None = None
     try:
+        ns.create()
+        on_link = ["--p2p-host", ns.host_ip]
+        relay = NodeProcess(root / "r", env=NO_PREFECT, extra_args=["--relay", *on_link])
+        boot = ["--bootstrap", f"{ns.host_ip}:{relay.dht_port}"]
+        nat = NamespacedNode(root / "n", ns, env=NO_PREFECT, extra_args=["--nat", *boot])
+        x = NodeProcess(root / "x", env=FAST, extra_args=[*on_link, *boot])
+        nodes = [relay, nat, x]
         _each(nodes, "start")
-        t = Trio(nodes)
+        t = Trio(nodes, ns)
         for i, client in enumerate((t.relay, t.nat, t.x)):
             wait_for_peers(client, set(t.ids) - {t.ids[i]})
         yield t
     finally:
         if t is not None:
             t.close()
-        _each(nodes, "stop")
+        if nodes:
+            _each(nodes, "stop")
+        ns.delete()
 
 
 def sessions(c: ApiClient) -> list[dict[str, Any]]:
@@ -91,6 +163,23 @@ def wait_session(t: Trio, *, other_than: str = "") -> dict[str, Any]:
     return found[0]
 
 
+async def test_the_nat_node_cannot_be_dialled_but_the_relay_can(trio: Trio,
+                                                                 tmp_path: Path) -> None:
+    """What the NAT is for: from the host side, a QUIC dial to N gets no answer; to R it does."""
+    rid, nid, _ = trio.ids
+    probe = PeerTransport(Identity.generate(), TransportConfig(
+        host=trio.ns.host_ip, port=0, tls_dir=tmp_path, connect_timeout=3.0, bulk_tcp=False))
+    await probe.start()
+    try:
+        assert await probe.connect_address(trio.ns.host_ip, trio.nodes[0].quic_port,
+                                           expected_peer_id=rid) == rid
+        with pytest.raises(PeerUnreachable, match="no QUIC answer"):
+            await probe.connect_address(trio.ns.ns_ip, trio.nodes[1].quic_port,
+                                        expected_peer_id=nid)
+    finally:
+        await probe.stop()
+
+
 def test_nat_node_keeps_a_session_with_the_relay(trio: Trio) -> None:
     rid, nid, _ = trio.ids
     session = wait_session(trio)
@@ -102,7 +191,7 @@ def test_nat_node_keeps_a_session_with_the_relay(trio: Trio) -> None:
     assert c["is_available"] and c["unavailable_msg"] == ""
     assert c["pricing_per_gb"] == 0.01 and c["capacity"] == 100
     assert c["latency"].endswith("ms") and 0 < c["reputation_score"] <= 1
-    assert c["endpoint"].startswith("127.0.0.1:")
+    assert c["endpoint"] == f"{trio.ns.host_ip}:{trio.nodes[0].quic_port}"
 
     def advertised() -> bool:
         peers = {p["peer_id"]: p for p in trio.x.get("/api/peers").json()["peers"]}
