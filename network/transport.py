@@ -280,6 +280,11 @@ class PeerTransport:
                                   f"{self.config.connect_timeout:g}s") from exc
         except (OSError, ConnectionError) as exc:
             raise PeerUnreachable(name, f"cannot reach {host}:{port}: {exc}") from exc
+        return await self._identify(conn, expected_peer_id, name)
+
+    async def _identify(self, conn: quic.PeerConnection, expected_peer_id: str | None,
+                        name: str) -> quic.PeerConnection:
+        """Run the identity exchange on a connection we opened; the verified connection."""
         self._all.add(conn)
         try:
             await conn.client_handshake(expected_peer_id)
@@ -328,12 +333,7 @@ class PeerTransport:
             if isinstance(exc, ConnectionError):
                 raise PeerUnreachable(peer_id, f"through the relay: {exc}") from exc
             raise
-        self._all.add(conn)
-        try:
-            await conn.client_handshake(peer_id)
-        except ConnectionRefusedError as exc:
-            raise PeerUnreachable(peer_id, f"identity exchange failed: {exc}") from exc
-        return conn
+        return await self._identify(conn, peer_id, peer_id)
 
     async def _on_relay_incoming(self, relay_conn: quic.PeerConnection, request: Envelope,
                                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

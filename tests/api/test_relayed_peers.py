@@ -14,7 +14,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from network.identity import Identity
 from network.peer_errors import PeerUnreachable
 from network.transport import PeerTransport, TransportConfig
-from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.node_process import ApiClient, NodeProcess, side_by_side
 from tests.support.waiting import wait_for_peers, wait_until
 from tests.support.workflows import execute, jobs_by_node, make_workflow, sh_service, wait_done
 
@@ -104,9 +103,6 @@ class Trio:
             c.close()
 
 
-def _each(nodes: list[NodeProcess], action: str) -> None:
-    with ThreadPoolExecutor(len(nodes)) as pool:
-        list(pool.map(lambda n: getattr(n, action)(), nodes))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +119,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
         nat = NamespacedNode(root / "n", ns, env=NO_PREFECT, extra_args=["--nat", *boot])
         x = NodeProcess(root / "x", env=FAST, extra_args=[*on_link, *boot])
         nodes = [relay, nat, x]
-        _each(nodes, "start")
+        side_by_side(nodes, "start")
         t = Trio(nodes, ns)
         for i, client in enumerate((t.relay, t.nat, t.x)):
             wait_for_peers(client, set(t.ids) - {t.ids[i]})
@@ -132,7 +128,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trio]:
         if t is not None:
             t.close()
         if nodes:
-            _each(nodes, "stop")
+            side_by_side(nodes, "stop")
         ns.delete()
 
 

@@ -10,13 +10,12 @@ import signal
 import sqlite3
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.node_process import ApiClient, NodeProcess, side_by_side
 from tests.support.waiting import wait_for_peers
 from tests.support.workflows import (
     TERMINAL,
@@ -42,9 +41,6 @@ class Mesh:
         self.peer_ids = [c.get("/api/node/status").json()["peer_id"] for c in self.clients]
 
 
-def _each(nodes: list[NodeProcess], action: str) -> None:
-    with ThreadPoolExecutor(len(nodes)) as pool:
-        list(pool.map(lambda n: getattr(n, action)(), nodes))
 
 
 
@@ -59,7 +55,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
               for name in ("b", "c")]
     m: Mesh | None = None
     try:
-        _each([a, *others], "start")
+        side_by_side([a, *others], "start")
         m = Mesh([a, *others])
         for i, client in enumerate(m.clients):
             wait_for_peers(client, set(m.peer_ids) - {m.peer_ids[i]})
@@ -68,7 +64,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         if m is not None:
             for c in m.clients:
                 c.close()
-        _each([a, *others], "stop")
+        side_by_side([a, *others], "stop")
 
 
 # -- helpers ------------------------------------------------------------------------------------

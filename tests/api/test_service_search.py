@@ -7,14 +7,13 @@ import json
 import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection
 
-from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.node_process import ApiClient, NodeProcess, side_by_side
 from tests.support.waiting import wait_for_peers
 
 pytestmark = pytest.mark.timeout(240)
@@ -29,10 +28,6 @@ class Mesh:
 
 
 
-def _each(nodes: list[NodeProcess], action: str) -> None:
-    """Start or stop nodes side by side (each takes seconds, mostly waiting)."""
-    with ThreadPoolExecutor(len(nodes)) as pool:
-        list(pool.map(lambda n: getattr(n, action)(), nodes))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
               for name in ("b", "c")]
     m: Mesh | None = None
     try:
-        _each([a, *others], "start")  # B and C retry the bootstrap until A answers
+        side_by_side([a, *others], "start")  # B and C retry the bootstrap until A answers
         m = Mesh([a, *others])
         wait_for_peers(m.clients[0], set(m.peer_ids[1:]))
         yield m
@@ -55,7 +50,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         if m is not None:
             for c in m.clients:
                 c.close()
-        _each([a, *others], "stop")
+        side_by_side([a, *others], "stop")
 
 
 def _add_service(client: ApiClient, name: str, kind: str, *, status: str = "available",

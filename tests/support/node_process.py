@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,12 @@ class ApiClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def side_by_side(nodes: list[NodeProcess], action: str) -> None:
+    """Start or stop nodes side by side (each takes seconds, mostly waiting)."""
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(lambda n: getattr(n, action)(), nodes))
 
 
 @contextlib.contextmanager
