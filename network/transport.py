@@ -116,8 +116,10 @@ class PeerTransport:
         self.identity = identity
         self.config = config
         self.resolver: Resolver = resolver or (lambda _peer: [])
-        # The relay through which a peer is reached (None: dial its addresses).
+        # The relay through which a peer is reached (None: dial its addresses), and the peers
+        # whose tunnels to us are accepted (our relay, when we are behind NAT).
         self.relay_for: Callable[[str], str | None] = lambda _peer: None
+        self.accepts_tunnels_from: Callable[[str], bool] = lambda _peer: False
         self._is_blacklisted = is_blacklisted or (lambda _peer: False)
         # A blob source answers "where is the blob with this sha256?" (None: not here).
         self.blob_source: BlobSource = lambda _sha: None
@@ -339,6 +341,10 @@ class PeerTransport:
                                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                  tail: bytes) -> None:
         """A relay opened a tunnel from another peer: serve QUIC on it, as on our UDP port."""
+        if not self.accepts_tunnels_from(relay_conn.peer_id or ""):
+            log.info("refused a tunnel from %s, which is not our relay", relay_conn.peer_id)
+            writer.close()
+            return
         self._tunnels += 1
         where = (f"relay-{(relay_conn.peer_id or '?')[:16]}", self._tunnels)
         made: list[quic.PeerConnection] = []

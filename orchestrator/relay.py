@@ -97,6 +97,8 @@ class RelayClient:
         self._target = ""  # a relay asked for through the API, tried next
         self._published: tuple[Any, ...] | None = None
         self.transport.on_disconnected.append(self._peer_gone)
+        self.transport.accepts_tunnels_from = lambda peer_id: (
+            bool(peer_id) and peer_id == self.connected_relay_id)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
