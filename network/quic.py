@@ -177,7 +177,7 @@ class PeerConnection(QuicConnectionProtocol):
     def _verify(self, peer_id: str) -> None:
         self.peer_id = peer_id
         self._spawn(self._keepalive())
-        if self.peer_address is None:
+        if self.peer_address is None and self.relayed_via is None:
             with contextlib.suppress(Exception):
                 addr = self._quic._network_paths[0].addr
                 self.peer_address = (str(addr[0]), int(addr[1]))

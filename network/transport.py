@@ -373,7 +373,7 @@ class PeerTransport:
         self._connections[conn.peer_id] = conn
         log.info("peer %s connected (%s)", conn.peer_id, "out" if conn.is_client else "in")
         # Only an address we dialled is one the peer listens on (an inbound one is ephemeral).
-        address = conn.peer_address if conn.is_client else None
+        address = conn.peer_address if conn.is_client and conn.relayed_via is None else None
         for hook in self.on_connected:
             _call_hook(hook, conn.peer_id, address)
 

@@ -35,6 +35,8 @@ async def relayed(net: Net) -> tuple[PeerTransport, PeerTransport, PeerTransport
 async def test_requests_and_bulk_go_through_the_relay(tmp_path: Path) -> None:
     async with transports(tmp_path) as net:
         relay, nat, x, service = await relayed(net)
+        seen: list[tuple[str, object]] = []
+        x.on_connected.append(lambda peer, address: seen.append((peer, address)))
         blob = bytes(range(256)) * 4096  # 1 MiB
         digest = hashlib.sha256(blob).hexdigest()
         (tmp_path / "blob").write_bytes(blob)
@@ -51,6 +53,10 @@ async def test_requests_and_bulk_go_through_the_relay(tmp_path: Path) -> None:
         assert session["egress_bytes"] > 0
         # N sees X's own peer id on the tunnelled connection (identity checked end to end).
         assert x.peer_id in nat.connected_peers()
+        # A tunnel has no address of the peer's: none is reported or kept.
+        assert conn.peer_address is None
+        assert (await nat.connect(x.peer_id)).peer_address is None
+        assert (nat.peer_id, None) in seen
 
 
 async def test_no_session_no_tunnel(tmp_path: Path) -> None:
