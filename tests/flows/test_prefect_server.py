@@ -378,6 +378,23 @@ def test_prefect_server_that_dies_is_started_again(ui_node: Node) -> None:
     assert "the Prefect server exited with code -9; starting it again" in ui_node.proc.log()
 
 
+def test_embedded_postgres_that_dies_is_started_again(ui_node: Node) -> None:
+    """Prefect's database killed: the node starts it again, then the Prefect server on it."""
+    [postmaster] = postgres_of(ui_node.proc)
+    postmaster.kill()
+    postmaster.wait(10)
+
+    def back() -> bool:
+        again = postgres_of(ui_node.proc)
+        return (len(again) == 1 and again[0].pid != postmaster.pid
+                and "Prefect server running again" in ui_node.proc.log().split(
+                    "the embedded PostgreSQL is gone")[-1])
+
+    wait_until(back, 120, "PostgreSQL and the Prefect server started again")
+    name, eid, _services, _jobs = run_pair(ui_node)
+    assert completed_flow_run(ui_node, name, eid)["state_type"] == "COMPLETED"
+
+
 def test_crashed_node_restarts_on_its_prefect_database(ui_node: Node) -> None:
     """kill -9: the Prefect server dies with the node; the next start takes up the database.
 
