@@ -12,9 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+from executors.base import utcnow
 
 
 def _json(default: Any = None) -> Any:
