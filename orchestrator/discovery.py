@@ -137,7 +137,9 @@ class Discovery:
                                                "total": len(self.peers)})
 
     def list_peers(self) -> dict[str, Any]:
-        peers = [info.to_api() for info in self.peers.all()]
+        """The topic's peers, less the blacklisted ones (``GET /api/blacklist`` lists those)."""
+        blocked = self.node.blacklist.contains
+        peers = [info.to_api() for info in self.peers.all() if not blocked(info.peer_id)]
         return {"peers": peers, "total": len(peers)}
 
     def peer_capabilities(self, raw_peer_id: str) -> dict[str, Any]:

@@ -178,9 +178,14 @@ def test_blacklisting_a_peer_drops_it_and_refuses_it(mesh: Mesh) -> None:
     a, b, _ = mesh.clients
     pa, pb, pc = mesh.peer_ids
     _search(b, {"query": "search-", "peer_ids": [pa]})  # b holds a connection to a
+    def listed(c: ApiClient) -> set[str]:
+        return {p["peer_id"] for p in c.get("/api/peers").json()["peers"]}
+
+    assert pb in listed(a)
     resp = a.post("/api/blacklist", json={"peer_id": pb, "reason": "search test"})
     assert resp.status_code in (200, 201), resp.text
     try:
+        assert listed(a) == {pc}  # a blacklisted peer is no longer listed
         _, done = _search(b, {"query": "search-", "peer_ids": [pa], "timeout": 5})
         assert done["peers_answered"] == 0
         [error] = done["errors"]
@@ -190,6 +195,7 @@ def test_blacklisting_a_peer_drops_it_and_refuses_it(mesh: Mesh) -> None:
         assert done["peers_asked"] == 1 and done["errors"] == []
     finally:
         a.delete(f"/api/blacklist/{pb}")
+    assert pb in listed(a)
     # Lifted: b is served again.
     results, done = _search(b, {"query": "search-resize-a", "peer_ids": [pa]})
     assert [(r["peer_id"], r["name"]) for r in results] == [(pa, "search-resize-a")]
