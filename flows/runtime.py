@@ -202,21 +202,26 @@ class PrefectRuntime:
         """Start the Prefect server again whenever it exits while the node runs, and the
         embedded PostgreSQL (then the server, on it) whenever that is gone. Executions that
         start meanwhile wait for them (``wait_ready``); runs they were serving fail."""
+        server: Any = None
+        exited: asyncio.Future[int] | None = None
         while self._server is not None:
-            exited = asyncio.ensure_future(self._server.wait())
+            if self._server is not server or exited is None:  # one waiter per server process
+                server = self._server
+                exited = asyncio.ensure_future(server.wait())
             done, _ = await asyncio.wait({exited}, timeout=POSTGRES_CHECK_SECONDS)
             if self._stopping:
                 exited.cancel()
                 return
+            postgres_gone = not done and self._pg is not None and not self._postgres_alive()
             if done:
                 what = f"the Prefect server exited with code {exited.result()}"
-            elif self._pg is not None and not self._postgres_alive():
-                exited.cancel()
+            elif postgres_gone:
                 what = "the embedded PostgreSQL is gone"
             else:
-                exited.cancel()
                 continue
-            if not await self._start_again(what, postgres="PostgreSQL" in what):
+            exited.cancel()
+            exited = None
+            if not await self._start_again(what, postgres=postgres_gone):
                 return
 
     async def _start_again(self, what: str, *, postgres: bool) -> bool:

@@ -49,6 +49,10 @@ class Session:
     egress_bytes: int = 0
     tunnels: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
 
+    def close_tunnels(self) -> None:
+        for task in list(self.tunnels):
+            task.cancel()
+
     def to_api(self, now: float, price_per_gb: float) -> dict[str, Any]:
         total = self.ingress_bytes + self.egress_bytes
         return {
@@ -130,8 +134,7 @@ class RelayService:
     def end(self, session: Session, reason: str) -> None:
         """End a session: its tunnels and its client's connections to us close."""
         self.sessions.remove(session.client_peer_id)
-        for task in list(session.tunnels):
-            task.cancel()
+        session.close_tunnels()
         self.transport.disconnect(session.client_peer_id, reason)
         log.info("relay session %s of %s ended: %s", session.session_id,
                  session.client_peer_id[:16], reason)
@@ -156,8 +159,7 @@ class RelayService:
     async def _on_unregister(self, request: IncomingRequest) -> dict[str, Any]:
         session = self.sessions.remove(request.peer_id)
         if session is not None:
-            for task in list(session.tunnels):
-                task.cancel()
+            session.close_tunnels()
         return {"ended": session is not None}
 
     async def _on_info(self, request: IncomingRequest) -> dict[str, Any]:
