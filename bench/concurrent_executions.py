@@ -18,7 +18,9 @@ the difference.
 For scale, the same is measured in the same run for plain Prefect: an async flow of five tasks
 calling ``subprocess.run(["/bin/cat"])`` (the baseline of ``bench/workflow_overhead.py``), against
 the same Prefect server, one alone and then ten at once. Its ratio is what Prefect itself allows
-on this machine; the node's ratio is printed beside it.
+on this machine; the node's ratio is printed beside it. And the floor under any execution that is
+a Prefect flow run: ten bare flow runs at once (each created, set Running, set Completed through
+Prefect's client; no task, no job), as a multiple of one execution of the node.
 
     .venv/bin/python bench/concurrent_executions.py [--executions 10] [--prefect-db postgres]
 """
@@ -154,6 +156,35 @@ async def run_plain_prefect(executions: int, singles: int) -> tuple[float, float
     return statistics.median(alone), time.perf_counter() - t
 
 
+async def run_bare_flow_runs(executions: int, singles: int) -> tuple[float, float]:
+    """One bare Prefect flow run alone (median), then ``executions`` at once: each is created,
+    set Running and set Completed, the three API calls a flow run cannot do without."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    @flow(name="bare-flow-run")
+    async def bare() -> None:
+        return None
+
+    async with get_client() as client:
+
+        async def one() -> None:
+            run = await client.create_flow_run(bare)
+            await client.set_flow_run_state(run.id, Running())
+            await client.set_flow_run_state(run.id, Completed())
+
+        await one()  # warm-up
+        alone = []
+        for _ in range(singles):
+            t = time.perf_counter()
+            await one()
+            alone.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(executions)))
+        return statistics.median(alone), time.perf_counter() - t
+
+
 async def main(executions: int, prefect_db: str, singles: int) -> None:
     logging.basicConfig(level=logging.WARNING)
     lock_lines = LockLines()
@@ -192,6 +223,7 @@ async def main(executions: int, prefect_db: str, singles: int) -> None:
             one = statistics.median([await run_one(node, wf) for _ in range(singles)])
             total, each, gaps = await run_many(node, wf, executions)
             plain_one, plain_total = await run_plain_prefect(executions, singles)
+            bare_one, bare_total = await run_bare_flow_runs(executions, singles)
             server_log = settings.prefect_dir / "server.log"
             server_locks = (server_log.read_text(errors="replace").count(LOCKED)
                             if server_log.exists() else 0)
@@ -211,6 +243,9 @@ async def main(executions: int, prefect_db: str, singles: int) -> None:
     print(f"plain Prefect flows of {NODES} tasks on the same server: one {plain_one * 1000:.0f} ms,"
           f" {executions} at once {plain_total * 1000:.0f} ms, ratio {plain_total / plain_one:.2f}"
           f" (node/plain Prefect, {executions} at once: {total / plain_total:.2f})")
+    print(f"bare Prefect flow runs (no task, no job): one {bare_one * 1000:.0f} ms, "
+          f"{executions} at once {bare_total * 1000:.0f} ms = {bare_total / one:.2f} x one "
+          f"execution of the node (the goal allows {RATIO_GOAL:g} x for everything)")
     print(f"Prefect API answers asking to retry (503) or saying {LOCKED!r}: {locked.count}")
     print(f'"{LOCKED}": {server_locks} in the Prefect server log, '
           f"{lock_lines.count} in the node's log records")

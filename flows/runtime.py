@@ -157,6 +157,12 @@ class PrefectRuntime:
     def ready(self) -> bool:
         return self._ready.is_set() and self.error is None
 
+    @property
+    def server_pid(self) -> int | None:
+        """The pid of the Prefect server the node started, while it runs."""
+        server = self._server
+        return server.pid if server is not None and server.returncode is None else None
+
     def on_ready(self, hook: Any) -> None:
         """An async callable run once Prefect is up (deployments are registered then)."""
         self._warm_hooks.append(hook)

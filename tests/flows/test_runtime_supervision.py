@@ -54,10 +54,12 @@ async def test_a_server_that_exits_is_started_again(tmp_path: Path,
         assert len(pids) == 2 and pids[0] != pids[1]
         assert rt.ready and rt.error is None
         assert rt._server.returncode is None
+        assert rt.server_pid == pids[1]  # the server that runs now
     finally:
         await rt.stop()
         watch.cancel()
     assert rt._server.returncode is not None  # stop ends it, and the watcher lets it go
+    assert rt.server_pid is None
 
 
 async def test_a_server_that_keeps_exiting_is_given_up(tmp_path: Path,
