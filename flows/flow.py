@@ -54,11 +54,13 @@ async def _noop() -> int:
     return 1
 
 
-@flow(name="warm-up", persist_result=False, result_storage=RESULTS)
+@flow(name="warm-up", flow_run_name="node start", persist_result=False,
+      result_storage=RESULTS)
 async def _warm_up_flow() -> int:
     return await _noop()
 
 
 async def warm_up() -> None:
-    """One tiny flow run: imports, API client and server caches are hot afterwards."""
+    """One tiny flow run: imports, API client and server caches are hot afterwards. It shows in
+    the Prefect UI as the flow run "node start" of the flow "warm-up"."""
     await _warm_up_flow()

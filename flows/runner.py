@@ -257,11 +257,29 @@ class WorkflowRunner:
             if flow_run is not None:
                 self._own_runs.discard(flow_run.id)
             self._fail_if_open(execution_id, "execution ended without a result")
+            self._log_end(execution_id, plan)
             self._flows.pop(execution_id, None)
             self._plans.pop(execution_id, None)
             self._active.pop(execution_id, None)
             self._job_ids.pop(execution_id, None)
             self.engine.terminal.discard(execution_id)
+
+    def _log_end(self, execution_id: int, plan: Plan) -> None:
+        """One line in the node's log per ended execution (scheduled ones have no other)."""
+        if not log.isEnabledFor(logging.WARNING):
+            return
+        try:
+            row = self.engine.execution(execution_id)
+        except Exception:  # the workflow was deleted meanwhile, with its executions
+            return
+        took = ""
+        if row.started_at is not None and row.completed_at is not None:
+            took = f" in {(row.completed_at - row.started_at).total_seconds():.1f} s"
+        what = f"execution {execution_id} of {plan.workflow_name!r} ({row.trigger})"
+        if row.status == RunState.FAILED:
+            log.warning("%s FAILED%s: %s", what, took, row.error)
+        else:
+            log.info("%s %s%s", what, row.status, took)
 
     async def _create_flow_run(self, name: str, params: dict[str, Any]) -> Any:
         """A Pending flow run of ``run_workflow`` named ``name``. Prefect's client asks the

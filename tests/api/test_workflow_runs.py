@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.waiting import wait_until
 from tests.support.workflows import (
     TERMINAL,
     WAIT,
@@ -47,20 +48,17 @@ def api(wf_node: NodeProcess) -> Iterator[ApiClient]:
         c.close()
 
 
-
-
-
-
-
-
-
-
 def outputs(c: ApiClient, job_id: int) -> dict[str, dict[str, Any]]:
     items = c.get(f"/api/job-executions/{job_id}/interfaces").json()["interfaces"]
     return {i["interface_type"]: i for i in items if i["direction"] == "output"}
 
 
-def test_three_stage_pipeline_output_byte_for_byte(api: ApiClient) -> None:
+def logged(node: NodeProcess, line: str) -> None:
+    """Wait for ``line`` in the node's log (written as the execution's flow run ends)."""
+    wait_until(lambda: line in node.log(), 30, repr(line))
+
+
+def test_three_stage_pipeline_output_byte_for_byte(api: ApiClient, wf_node: NodeProcess) -> None:
     gen = sh_service(api, "gen", "printf 'hello, workflow\\nsecond line\\n'")
     upper = sh_service(api, "upper", "tr a-z A-Z")
     count = sh_service(api, "count", "wc -c")
@@ -85,6 +83,7 @@ def test_three_stage_pipeline_output_byte_for_byte(api: ApiClient) -> None:
     instances = api.get(f"/api/workflows/{wf}/execution-instances").json()["executions"]
     assert [e["id"] for e in instances] == [eid]
     assert instances[0]["prefect_flow_run_id"]
+    logged(wf_node, f"execution {eid} of 'pipeline' (api) COMPLETED in ")
 
 
 def test_large_output_is_not_inline_but_downloadable(api: ApiClient) -> None:
@@ -121,7 +120,7 @@ def test_diamond_branches_overlap(api: ApiClient) -> None:
         outputs(api, jobs[ids[3]]["id"])["STDOUT"]["value"] == "ABCcba"
 
 
-def test_failing_middle_node(api: ApiClient) -> None:
+def test_failing_middle_node(api: ApiClient, wf_node: NodeProcess) -> None:
     gen = sh_service(api, "gen-f", "echo data")
     boom = sh_service(api, "boom", "echo broken >&2; exit 7")
     after = sh_service(api, "after", "cat")
@@ -138,6 +137,8 @@ def test_failing_middle_node(api: ApiClient) -> None:
     assert jobs[ids[1]]["status"] == "FAILED" and jobs[ids[1]]["exit_code"] == 7
     assert outputs(api, jobs[ids[1]]["id"])["STDERR"]["value"] == "broken\n"
     assert jobs[ids[2]]["status"] == "CANCELLED" and jobs[ids[2]]["started_at"] is None
+    logged(wf_node, f"execution {eid} of 'fails' (api) FAILED in ")
+    assert f"{status['error']}" in wf_node.log()
 
 
 def test_retry_succeeds_on_second_attempt(api: ApiClient, tmp_path: Path) -> None:

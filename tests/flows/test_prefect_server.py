@@ -250,6 +250,14 @@ def test_prefect_ui_server_on_loopback(ui_node: Node) -> None:
     # Prefect's database is the embedded PostgreSQL under the node's data dir.
     assert (ui_node.proc.data_dir / "prefect" / "pg").is_dir()
     assert postgres_of(ui_node.proc)
+    # The node tells its user where the UI is, and its start-up run is named for what it is.
+    assert f"Prefect UI:   {ui_node.prefect_url}  " in ui_node.proc.log()
+    def warm_ups() -> set[str]:
+        return {run["name"] for run in prefect_post(
+            ui_node, "/flow_runs/filter", {"flows": {"name": {"any_": ["warm-up"]}}})}
+
+    wait_until(warm_ups, 60, "the node's start-up flow run")
+    assert warm_ups() == {"node start"}
 
 
 def test_workflow_run_shows_in_prefect(ui_node: Node) -> None:
@@ -258,6 +266,8 @@ def test_workflow_run_shows_in_prefect(ui_node: Node) -> None:
 
 def test_node_uses_existing_prefect_server(ui_node: Node, client_node: Node) -> None:
     check_runs_on(ui_node, client_node)
+    log = client_node.proc.log()
+    assert f"Prefect API:  {ui_node.prefect_url}/api  " in log and "Prefect UI:" not in log
     assert client_node.peer_id != ui_node.peer_id
     assert servers_under(client_node.proc) == []
     assert not (client_node.proc.data_dir / "prefect" / "pg").exists()
