@@ -101,6 +101,11 @@ def bind_runner(runner: WorkflowRunner | None) -> None:
     _runner = runner
 
 
+def flow_run_name(plan: Plan, execution_id: int) -> str:
+    """What an execution's flow run is called in Prefect, whoever started it."""
+    return f"{plan.workflow_name} #{execution_id}"
+
+
 def current_runner() -> WorkflowRunner:
     """The bound runner; in a process without a node (a Prefect worker running a deployment of
     ``run_workflow``), one built from the node settings found in the environment (RN_*)."""
@@ -226,7 +231,7 @@ class WorkflowRunner:
             from flows.flow import run_workflow
 
             self._tag_limits.prefetch(get_client())
-            name = f"{plan.workflow_name} #{execution_id}"
+            name = flow_run_name(plan, execution_id)
             params = {"workflow_id": plan.workflow_id, "execution_id": execution_id}
             if flow_run is None:
                 # Created here with its name: a run Prefect creates is renamed with one more call.
@@ -341,6 +346,10 @@ class WorkflowRunner:
 
         ctx = get_run_context()
         flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+        name = flow_run_name(plan, execution_id)
+        if flow_run_id is not None and ctx.flow_run.name != name:
+            # A run Prefect started (a worker running the deployment): named as the node's are.
+            await get_client().update_flow_run(ctx.flow_run.id, name=name)
         use_tag_limits(await self._tag_limits.current(get_client()))
         self.engine.set_execution(execution_id, RunState.RUNNING, prefect_flow_run_id=flow_run_id)
         jobs = self.engine.jobs(execution_id)
