@@ -7,8 +7,10 @@ executor never receives another job's bytes inline, only references it resolves 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 
@@ -89,6 +91,13 @@ class Executor(Protocol):
     async def run(self, spec: JobSpec, *, on_log: LogSink | None = None) -> JobResult: ...
 
     async def cancel(self, job_id: str) -> bool: ...
+
+
+def clear_work_dir(work_dir: Path) -> None:
+    """Make an executor's job directory, emptied of what an earlier run (or a crash) left."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in work_dir.iterdir():
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def utcnow() -> dt.datetime:

@@ -40,6 +40,7 @@ from executors.base import (
     JobResult,
     JobSpec,
     LogSink,
+    clear_work_dir,
     failed_result,
     one_line,
     safe_name,
@@ -117,9 +118,7 @@ class DockerExecutor:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> int:
         """Remove containers and job dirs this node left behind (e.g. after a crash)."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.work_dir.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+        clear_work_dir(self.work_dir)
         try:
             return await self._call(self._remove_orphans)
         except (EngineUnavailable, EngineError) as exc:

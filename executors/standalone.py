@@ -36,6 +36,7 @@ from executors.base import (
     JobSpec,
     LogSink,
     StandaloneTarget,
+    clear_work_dir,
     failed_result,
     one_line,
     safe_name,
@@ -146,9 +147,7 @@ class StandaloneExecutor:
 
     async def start(self) -> None:
         """Remove job dirs left behind (e.g. after a crash)."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.work_dir.iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+        clear_work_dir(self.work_dir)
 
     async def cancel(self, job_id: str) -> bool:
         job = self._jobs.get(job_id)
