@@ -5,6 +5,10 @@ write lands in a temp file in the same filesystem and is renamed into place, so 
 a partial artifact and two writers of the same bytes agree. Directories are stored as
 deterministic uncompressed tars (sorted entries, zero times and owners), so the same tree always
 hashes the same.
+
+An artifact's modification time is when it was last written or written again (the same bytes
+stored anew): the retention sweep removes unreferenced artifacts only when that is old, and
+stores and removals take one lock, so bytes stored again are never removed under the writer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
@@ -77,7 +82,7 @@ class ArtifactWriter:
         if self.ref is not None:
             return self.ref
         digest = self._hash.hexdigest()
-        if self._file is None and self._store.has(digest):
+        if self._file is None and self._store._keep(digest):
             pass  # empty, and the empty artifact is already stored
         else:
             (self._file or self._open()).close()
@@ -107,6 +112,7 @@ class ArtifactStore:
         self.root = Path(root)
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # between storing an artifact and removing it
 
     # -- writing -----------------------------------------------------------------------------
     def writer(self, kind: ArtifactKind = ArtifactKind.FILE) -> ArtifactWriter:
@@ -139,11 +145,35 @@ class ArtifactStore:
     def _install(self, tmp: Path, digest: str) -> None:
         dest = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists():
-            tmp.unlink(missing_ok=True)
-            return
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
+        with self._lock:
+            if self._keep(digest, locked=True):
+                tmp.unlink(missing_ok=True)
+                return
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dest)
+
+    def _keep(self, digest: str, *, locked: bool = False) -> bool:
+        """Mark a stored artifact as written now; False when it is not stored."""
+        with contextlib.nullcontext() if locked else self._lock:
+            try:
+                os.utime(self.path(digest))
+            except FileNotFoundError:
+                return False
+            return True
+
+    def remove_if_older(self, digest: str, older_than: float) -> int | None:
+        """Remove an artifact last written before ``older_than`` (a time.time()); its size, or
+        None when it is newer or gone. Callers make sure nothing refers to it."""
+        path = self.path(digest)
+        with self._lock:
+            try:
+                st = path.stat()
+                if st.st_mtime >= older_than:
+                    return None
+                path.unlink()
+            except FileNotFoundError:
+                return None
+        return st.st_size
 
     # -- reading -----------------------------------------------------------------------------
     def path(self, sha256: str) -> Path:

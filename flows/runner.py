@@ -210,6 +210,12 @@ class WorkflowRunner:
         AsyncClientContext.__var__.set(async_ctx)
         SyncClientContext.__var__.set(sync_ctx)
 
+    def inputs_in_use(self) -> set[str]:
+        """Digests of the artifacts the jobs running now read."""
+        return {inp.artifact.sha256 for jobs in list(self._active.values())
+                for _, request in list(jobs.values()) for inp in request.inputs
+                if inp.artifact is not None}
+
     @property
     def active_executions(self) -> int:
         return len(self._flows)

@@ -171,6 +171,21 @@ class PrefectRuntime:
         server = self._server
         return server.pid if server is not None and server.returncode is None else None
 
+    async def delete_flow_runs(self, ids: list[str]) -> None:
+        """Delete flow runs (with their task runs and logs) from the Prefect server the node
+        runs; a server of the user's own keeps them (its retention is the user's)."""
+        if self.external or not self.ready:
+            return
+        from uuid import UUID
+
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        async with get_client() as client:
+            for flow_run_id in ids:
+                with contextlib.suppress(ObjectNotFound, ValueError):
+                    await client.delete_flow_run(UUID(flow_run_id))
+
     def on_ready(self, hook: Any) -> None:
         """An async callable run once Prefect is up (deployments are registered then)."""
         self._warm_hooks.append(hook)

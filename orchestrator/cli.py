@@ -65,6 +65,10 @@ SETTING_HELP = {
     "prefect_event_history": "keep Prefect's event history and run its automations",
     "schedule_poll_seconds": "how often due scheduled runs are looked for, s (default 2)",
     "output_inline_limit": "text outputs up to this size are returned inline (default 64 KiB)",
+    "retention_days": "executions that ended longer ago are deleted, with the outputs only they "
+                      "held; 0 keeps them (default 30)",
+    "retention_sweep_seconds": "how often old executions and unused outputs are swept, s "
+                               "(default 3600)",
 }
 
 

@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     prefect_warmup: bool = True
     # How often the node looks for due runs of its scheduled workflows.
     schedule_poll_seconds: float = Field(default=2.0, gt=0)
+    # Executions that ended longer ago than this are deleted with their jobs and records (and
+    # then the artifacts nothing refers to); 0 keeps them for ever. Swept this often.
+    retention_days: float = Field(default=30.0, ge=0)
+    retention_sweep_seconds: float = Field(default=3600.0, gt=0)
     # Text outputs (STDOUT, STDERR, LOGS) up to this size are returned inline as `value`.
     output_inline_limit: int = Field(default=64 * 1024, ge=0)
 

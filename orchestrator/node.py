@@ -34,6 +34,7 @@ from orchestrator.peer_messaging import PeerMessaging
 from orchestrator.registry import ServiceRegistry
 from orchestrator.relay import RelayClient, RelayServer, relay_for
 from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.retention import Retention
 from orchestrator.standalone_services import StandaloneServices
 from orchestrator.upload_manager import UploadManager
 from orchestrator.workflows import WorkflowStore
@@ -112,6 +113,12 @@ class Node:
                                       fetch=self.remote_dispatcher.fetch, db=self.db,
                                       is_blacklisted=self.blacklist.contains, bus=self.bus)
         self.remote_jobs.register()
+        self.retention = Retention(
+            self.db, self.artifacts, retention_days=settings.retention_days,
+            sweep_seconds=settings.retention_sweep_seconds,
+            in_use=lambda: (self.workflow_runner.inputs_in_use()
+                            | self.remote_jobs.inputs_in_use()),
+            forget_flow_runs=self.prefect.delete_flow_runs)
         self.schedules = ScheduleService(self.db, self.workflow_runner, self.prefect,
                                          poll_seconds=settings.schedule_poll_seconds)
         self.prefect.on_ready(self.schedules.sync)
@@ -142,6 +149,7 @@ class Node:
         if self.settings.prefect_warmup:
             self.prefect.start()
         await self.uploads.start()
+        self.retention.start()
         await self.messaging.start()
         await self.discovery.start()
         if self.nat_relay is not None:
@@ -149,6 +157,7 @@ class Node:
         log.info("node %s started", self.peer_id)
 
     async def stop(self) -> None:
+        await self.retention.stop()
         await self.schedules.stop()
         await self.workflow_runner.stop()
         await self.prefect.stop()

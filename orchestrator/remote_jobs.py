@@ -114,6 +114,11 @@ class RemoteJobs:
     def running(self) -> int:
         return len(self._running)
 
+    def inputs_in_use(self) -> set[str]:
+        """Digests of the artifacts the other peers' jobs running here read."""
+        return {inp.artifact.sha256 for job in list(self._running.values())
+                for inp in job.request.inputs if inp.artifact is not None}
+
     # -- job_run -------------------------------------------------------------------------------
     def _service(self, service_id: int) -> ServiceView:
         try:

@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.node_process import ApiClient, NodeProcess, free_port
 from tests.support.waiting import wait_until
 from tests.support.workflows import (
     TERMINAL,
@@ -344,3 +344,41 @@ def test_kill_mid_run_marks_execution_interrupted(fresh_node: NodeProcess) -> No
         assert job["status"] == "FAILED" and "interrupted" in job["error"]
     finally:
         c.close()
+
+
+def test_retention_deletes_old_executions_their_outputs_and_flow_runs(tmp_path: Path) -> None:
+    """A node keeping executions for 0.0001 days (8.6 s), swept every half second: an ended
+    execution goes with its jobs, its flow run in Prefect, and the outputs only it held; the
+    workflow stays."""
+    prefect_port = free_port()
+    node = NodeProcess(tmp_path / "node", extra_args=["--prefect-ui", "--prefect-port",
+                                                      str(prefect_port)],
+                       env={"RN_RETENTION_DAYS": "0.0001", "RN_RETENTION_SWEEP_SECONDS": "0.5"})
+    node.start()
+    c = node.client()
+    try:
+        gen = sh_service(c, "kept-briefly", "echo retention-$$")  # its pid: unique bytes
+        wf, ids = make_workflow(c, "short-lived", [(gen[0], {})], [])
+        eid = execute(c, wf)
+        assert wait_done(c, eid)["status"] == "COMPLETED"
+        job = jobs_by_node(c, eid)[ids[0]]
+        digest = outputs(c, job["id"])["STDOUT"]["artifact_hash"]
+        artifact = node.data_dir / "artifacts" / digest[:2] / digest
+        (instance,) = c.get(f"/api/workflows/{wf}/execution-instances").json()["executions"]
+        flow_run = f"http://127.0.0.1:{prefect_port}/api/flow_runs/{instance['prefect_flow_run_id']}"
+        assert artifact.is_file()
+        assert httpx.get(flow_run, timeout=10).status_code == 200
+
+        def swept() -> bool:
+            return c.get(f"/api/workflow-executions/{eid}/status").status_code == 404
+
+        wait_until(swept, 60, f"execution {eid} deleted")
+        assert c.get(f"/api/job-executions/{job['id']}/interfaces").status_code == 404
+        wait_until(lambda: not artifact.exists(), 30, "its output removed")
+        wait_until(lambda: httpx.get(flow_run, timeout=10).status_code == 404, 30,
+                   "its flow run deleted from Prefect")
+        assert c.get(f"/api/workflows/{wf}").status_code == 200
+        assert "retention: deleted 1 execution(s)" in node.log()
+    finally:
+        c.close()
+        node.stop()
