@@ -9,6 +9,10 @@ hashes the same.
 An artifact's modification time is when it was last written or written again (the same bytes
 stored anew): the retention sweep removes unreferenced artifacts only when that is old, and
 stores and removals take one lock, so bytes stored again are never removed under the writer.
+
+Bytes stored *ephemerally* (a DATA service's clear bytes, for the job that reads them) are
+counted per user and removed when the last one ``release``s them, unless the same bytes were
+stored for good meanwhile (a job's output equal to them): then they stay, as any output does.
 """
 
 from __future__ import annotations
@@ -51,9 +55,11 @@ class ArtifactWriter:
     once the empty artifact exists.
     """
 
-    def __init__(self, store: ArtifactStore, kind: ArtifactKind = ArtifactKind.FILE) -> None:
+    def __init__(self, store: ArtifactStore, kind: ArtifactKind = ArtifactKind.FILE, *,
+                 ephemeral: bool = False) -> None:
         self._store = store
         self._kind = kind
+        self._ephemeral = ephemeral
         self._tmp: Path | None = None
         self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
@@ -82,12 +88,12 @@ class ArtifactWriter:
         if self.ref is not None:
             return self.ref
         digest = self._hash.hexdigest()
-        if self._file is None and self._store._keep(digest):
+        if self._file is None and self._store._keep(digest, ephemeral=self._ephemeral):
             pass  # empty, and the empty artifact is already stored
         else:
             (self._file or self._open()).close()
             assert self._tmp is not None
-            self._store._install(self._tmp, digest)
+            self._store._install(self._tmp, digest, ephemeral=self._ephemeral)
         self.ref = ArtifactRef(sha256=digest, size=self._size, kind=self._kind)
         return self.ref
 
@@ -113,10 +119,12 @@ class ArtifactStore:
         self.tmp_dir = self.root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # between storing an artifact and removing it
+        self._ephemeral: dict[str, int] = {}  # digest -> users, of bytes stored for a while
 
     # -- writing -----------------------------------------------------------------------------
-    def writer(self, kind: ArtifactKind = ArtifactKind.FILE) -> ArtifactWriter:
-        return ArtifactWriter(self, kind)
+    def writer(self, kind: ArtifactKind = ArtifactKind.FILE, *,
+               ephemeral: bool = False) -> ArtifactWriter:
+        return ArtifactWriter(self, kind, ephemeral=ephemeral)
 
     def put_bytes(self, data: bytes, kind: ArtifactKind = ArtifactKind.FILE) -> ArtifactRef:
         with self.writer(kind) as w:
@@ -124,9 +132,10 @@ class ArtifactStore:
         assert w.ref is not None
         return w.ref
 
-    def put_file(self, path: Path | str) -> ArtifactRef:
-        """Store a file's bytes, hashed while copied (never read whole into memory)."""
-        with open(path, "rb") as src, self.writer() as w:
+    def put_file(self, path: Path | str, *, ephemeral: bool = False) -> ArtifactRef:
+        """Store a file's bytes, hashed while copied (never read whole into memory);
+        ``ephemeral``: until ``release``d (see the module docstring)."""
+        with open(path, "rb") as src, self.writer(ephemeral=ephemeral) as w:
             while chunk := src.read(CHUNK):
                 w.write(chunk)
         assert w.ref is not None
@@ -142,24 +151,51 @@ class ArtifactStore:
         assert w.ref is not None
         return w.ref
 
-    def _install(self, tmp: Path, digest: str) -> None:
+    def _install(self, tmp: Path, digest: str, *, ephemeral: bool = False) -> None:
         dest = self.path(digest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            if self._keep(digest, locked=True):
+            if self._keep(digest, ephemeral=ephemeral, locked=True):
                 tmp.unlink(missing_ok=True)
                 return
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
+            if ephemeral:
+                self._ephemeral[digest] = 1
 
-    def _keep(self, digest: str, *, locked: bool = False) -> bool:
-        """Mark a stored artifact as written now; False when it is not stored."""
+    def _keep(self, digest: str, *, ephemeral: bool = False, locked: bool = False) -> bool:
+        """Mark a stored artifact as written now (for good, or by one more ephemeral user);
+        False when it is not stored."""
         with contextlib.nullcontext() if locked else self._lock:
             try:
                 os.utime(self.path(digest))
             except FileNotFoundError:
                 return False
+            if not ephemeral:
+                self._ephemeral.pop(digest, None)
+            elif digest in self._ephemeral:
+                self._ephemeral[digest] += 1
             return True
+
+    def release(self, digest: str) -> None:
+        """One user of ephemerally stored bytes is done with them; after the last, they go
+        (unless stored for good meanwhile)."""
+        with self._lock:
+            users = self._ephemeral.get(digest)
+            if users is None:
+                return
+            if users > 1:
+                self._ephemeral[digest] = users - 1
+                return
+            del self._ephemeral[digest]
+            with contextlib.suppress(FileNotFoundError):
+                self.path(digest).unlink()
+
+    @property
+    def ephemeral(self) -> set[str]:
+        """Digests of the bytes stored ephemerally that are still in use."""
+        with self._lock:
+            return set(self._ephemeral)
 
     def remove_if_older(self, digest: str, older_than: float) -> int | None:
         """Remove an artifact last written before ``older_than`` (a time.time()); its size, or

@@ -115,7 +115,8 @@ class LocalDispatcher:
         ref: ArtifactRef = await asyncio.to_thread(self.artifacts.put_file, path)
         return ref
 
-    async def _decrypted(self, data_service_id: int, ref: ArtifactRef) -> ArtifactRef:
+    async def _decrypted(self, data_service_id: int, ref: ArtifactRef, *,
+                         ephemeral: bool = False) -> ArtifactRef:
         from executors.data_crypto import decrypt_file
 
         view = self._view(data_service_id)
@@ -132,16 +133,20 @@ class LocalDispatcher:
                 except Exception:
                     raise DispatchError(f"cannot decrypt the file of DATA service "
                                         f"'{view.service.name}'") from None
-                out: ArtifactRef = self.artifacts.put_file(plain)
+                out: ArtifactRef = self.artifacts.put_file(plain, ephemeral=ephemeral)
                 return out
 
         return await asyncio.to_thread(work)
 
     async def decrypt_data(self, data_service_id: int, ref: ArtifactRef) -> ArtifactRef:
-        """The plain bytes of this node's DATA service file ``ref``, as an artifact."""
+        """The plain bytes of this node's DATA service file ``ref``, as an artifact that stays
+        (it goes to another peer, or is a DATA job's output there)."""
         return await self._decrypted(data_service_id, ref)
 
-    async def build_spec(self, request: JobRequest) -> tuple[JobSpec, ServiceView]:
+    async def build_spec(self, request: JobRequest, *,
+                         clear: list[str] | None = None) -> tuple[JobSpec, ServiceView]:
+        """The executor's spec of a job. DATA inputs are decrypted into the store for the job
+        alone: their digests are added to ``clear``, for ``release`` once the job has ended."""
         view = self._view(request.service_id)
         svc = view.service
         kind = ServiceType(svc.service_type)
@@ -184,7 +189,10 @@ class LocalDispatcher:
                 kind_, path = iface.interface_type, iface.path
             artifact = inp.artifact
             if artifact is not None and inp.data_service_id is not None:
-                artifact = await self._decrypted(inp.data_service_id, artifact)
+                artifact = await self._decrypted(inp.data_service_id, artifact,
+                                                 ephemeral=clear is not None)
+                if clear is not None:
+                    clear.append(artifact.sha256)
             if kind_ in (InterfaceType.ENV, InterfaceType.ARG):
                 text = inp.text
                 if text is None and artifact is not None:
@@ -213,13 +221,18 @@ class LocalDispatcher:
                        on_log: LogSink | None = None) -> JobResult:
         if self.executor is None or self.artifacts is None:
             raise DispatchError("no executor on this node")
+        clear: list[str] = []
         try:
-            spec, view = await self.build_spec(request)
-        except InvalidInput as exc:
-            raise DispatchError(exc.message) from None
-        except OperationFailed as exc:
-            raise DispatchError(exc.message) from None
-        result = await self.executor.run(spec, on_log=on_log)
+            try:
+                spec, view = await self.build_spec(request, clear=clear)
+            except InvalidInput as exc:
+                raise DispatchError(exc.message) from None
+            except OperationFailed as exc:
+                raise DispatchError(exc.message) from None
+            result = await self.executor.run(spec, on_log=on_log)
+        finally:
+            for digest in clear:  # the clear bytes of DATA inputs: not kept past the job
+                self.artifacts.release(digest)
         aliases = {f"#{i.id}": result.outputs[i.output_key] for i in interface_info(view)
                    if i.is_output and i.output_key in result.outputs}
         if not aliases:

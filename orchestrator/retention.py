@@ -10,7 +10,8 @@ removes them. Every ``retention_sweep_seconds`` (and a minute after the node sta
 2. removes the artifacts that no job record names and no running job reads, once they are older
    than the artifact grace (an hour, or the retention period where that is shorter): an artifact
    is written before the record naming it, and a running job's inputs may be named by no record
-   yet. Deleting a workflow (its executions go with it) therefore frees its outputs too.
+   yet, nor are the clear bytes of a DATA service a running job reads. Deleting a workflow (its
+   executions go with it) therefore frees its outputs too.
 
 The selection logic is plain functions of rows and file listings; ``Retention`` adds the loop.
 """
@@ -172,7 +173,7 @@ class Retention:
         # Listed before the records are read: an artifact written after the listing is not
         # looked at, and one named by a record written meanwhile is kept.
         listed = list(stored_artifacts(self.store.root))
-        keep = self.referenced() | in_use
+        keep = self.referenced() | in_use | self.store.ephemeral
         for digest in listed:
             if digest in keep:
                 continue

@@ -135,8 +135,10 @@ def test_passphrase_only_for_data_services(client: ApiClient) -> None:
         client.delete(f"/api/services/{service_id}")
 
 
-async def test_data_file_feeds_an_uploaded_program_in_a_workflow(client: ApiClient) -> None:
-    """A DATA service wired into an uploaded, finalized script: the job reads the clear bytes."""
+async def test_data_file_feeds_an_uploaded_program_in_a_workflow(node_proc: NodeProcess,
+                                                                 client: ApiClient) -> None:
+    """A DATA service wired into an uploaded, finalized script: the job reads the clear bytes,
+    which are not left in the node's artifact store afterwards (only the encrypted file is)."""
     data = os.urandom(200_000)
     script = b"#!/bin/sh\nsha256sum | cut -d' ' -f1\n"
     async with UploadSocket(client) as ws:
@@ -174,7 +176,13 @@ async def test_data_file_feeds_an_uploaded_program_in_a_workflow(client: ApiClie
         outs = client.get(f"/api/job-executions/{job['id']}/interfaces").json()["interfaces"]
         stdout = next(i for i in outs if i["direction"] == "output"
                       and i["interface_type"] == "STDOUT")
-        assert stdout["value"].strip() == hashlib.sha256(data).hexdigest()
+        clear = hashlib.sha256(data).hexdigest()
+        assert stdout["value"].strip() == clear
+        store = node_proc.data_dir / "artifacts"
+        assert not (store / clear[:2] / clear).exists()
+        encrypted = (node_proc.data_dir / "services" / str(data_id) / "data.enc").read_bytes()
+        sealed = hashlib.sha256(encrypted).hexdigest()
+        assert (store / sealed[:2] / sealed).is_file()
     finally:
         if workflow is not None:
             client.delete(f"/api/workflows/{workflow}")

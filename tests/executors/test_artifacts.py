@@ -148,3 +148,37 @@ def test_extract_rejects_garbage(store: ArtifactStore, tmp_path: Path) -> None:
     ref = store.put_bytes(b"not a tar at all" * 100, kind=ArtifactKind.TAR)
     with pytest.raises(ArtifactError, match="not a valid tar"):
         store.extract_tar(ref, tmp_path / "dest")
+
+
+def test_ephemeral_bytes_go_with_their_last_user(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    clear = tmp_path / "clear"
+    clear.write_bytes(b"clear bytes of a DATA service")
+    first = store.put_file(clear, ephemeral=True)
+    second = store.put_file(clear, ephemeral=True)  # a second job reading them at once
+    assert first == second and store.ephemeral == {first.sha256}
+    store.release(first.sha256)
+    assert store.has(first.sha256)  # the second job still reads them
+    store.release(first.sha256)
+    assert not store.has(first.sha256) and store.ephemeral == set()
+    store.release(first.sha256)  # once more: nothing to do
+
+
+def test_ephemeral_bytes_stored_for_good_meanwhile_stay(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    clear = tmp_path / "clear"
+    clear.write_bytes(b"a job printed its input")
+    ref = store.put_file(clear, ephemeral=True)
+    assert store.put_bytes(b"a job printed its input") == ref  # an output with the same bytes
+    store.release(ref.sha256)
+    assert store.has(ref.sha256) and store.ephemeral == set()
+
+
+def test_bytes_already_stored_for_good_are_not_made_ephemeral(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store")
+    ref = store.put_bytes(b"an earlier output")
+    clear = tmp_path / "clear"
+    clear.write_bytes(b"an earlier output")
+    assert store.put_file(clear, ephemeral=True) == ref
+    store.release(ref.sha256)
+    assert store.has(ref.sha256)

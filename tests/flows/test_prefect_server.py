@@ -369,6 +369,61 @@ def prefect_server_of(node: NodeProcess) -> psutil.Process | None:
     return None
 
 
+def test_prefect_worker_runs_the_deployment_of_prefect_yaml(
+        ui_node: Node, tmp_path: Path) -> None:
+    """``deployments/prefect.yaml``, followed as its comments say: a work pool, ``prefect
+    deploy``, a real process worker on the node's data dir and Prefect server, and a run of the
+    deployment for a workflow of the node. The worker records a new execution, trigger
+    "schedule", in the node's database; its flow run bears the node's name for it."""
+    gen = sh_service(ui_node.api, "wk-gen", "printf 'by a worker'")
+    upper = sh_service(ui_node.api, "wk-upper", "tr a-z A-Z")
+    wf, ids = make_workflow(ui_node.api, "worker-pair", [(gen[0], {}), (upper[0], {})],
+                            [(0, gen[1]["STDOUT"], 1, upper[1]["STDIN"])])
+    env = {**os.environ, "PREFECT_API_URL": f"{ui_node.prefect_url}/api",
+           "PREFECT_HOME": str(tmp_path), "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "RN_DATA_DIR": str(ui_node.proc.data_dir), "RN_PROJECT_DIR": str(REPO)}
+    prefect = [sys.executable, "-m", "prefect"]
+
+    def prefect_cli(*args: str) -> str:
+        done = subprocess.run([*prefect, *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    prefect_cli("work-pool", "create", "remote-network", "--type", "process")
+    prefect_cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+    prefect_cli("deployment", "run", "run_workflow/run-workflow", "--param", f"workflow_id={wf}")
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "remote-network"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    log.close()
+    try:
+        def by_worker() -> list[dict[str, Any]]:
+            runs = ui_node.api.get(f"/api/workflows/{wf}/execution-instances").json()
+            return [e for e in runs["executions"] if e["status"] in ("COMPLETED", "FAILED")]
+
+        wait_until(by_worker, 120, "the worker's execution")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(5)
+    (execution,) = by_worker()
+    assert execution["status"] == "COMPLETED" and execution["trigger"] == "schedule", execution
+    jobs = jobs_by_node(ui_node.api, execution["id"])
+    final = ui_node.api.get(f"/api/job-executions/{jobs[ids[1]]['id']}/interfaces").json()
+    assert [i["value"] for i in final["interfaces"] if i["interface_type"] == "STDOUT"
+            and i["direction"] == "output"] == ["BY A WORKER"]
+    flow_run = completed_flow_run(ui_node, "worker-pair", execution["id"])
+    assert flow_run["name"] == f"worker-pair #{execution['id']}"
+    assert flow_run["id"] == execution["prefect_flow_run_id"]
+    assert flow_run["deployment_id"] is not None
+
+
 def test_prefect_server_that_dies_is_started_again(ui_node: Node) -> None:
     """The node supervises the Prefect server it started: killed, it comes back on the same
     port and database, and executions run again."""
@@ -449,57 +504,3 @@ def test_stopping_node_ends_prefect_server_and_postgres(ui_node: Node) -> None:
         httpx.get(f"{ui_node.prefect_url}/api/health", timeout=2)
 
 
-
-def test_prefect_worker_runs_the_deployment_of_prefect_yaml(
-        ui_node: Node, tmp_path: Path) -> None:
-    """``deployments/prefect.yaml``, followed as its comments say: a work pool, ``prefect
-    deploy``, a real process worker on the node's data dir and Prefect server, and a run of the
-    deployment for a workflow of the node. The worker records a new execution, trigger
-    "schedule", in the node's database; its flow run bears the node's name for it."""
-    gen = sh_service(ui_node.api, "wk-gen", "printf 'by a worker'")
-    upper = sh_service(ui_node.api, "wk-upper", "tr a-z A-Z")
-    wf, ids = make_workflow(ui_node.api, "worker-pair", [(gen[0], {}), (upper[0], {})],
-                            [(0, gen[1]["STDOUT"], 1, upper[1]["STDIN"])])
-    env = {**os.environ, "PREFECT_API_URL": f"{ui_node.prefect_url}/api",
-           "PREFECT_HOME": str(tmp_path), "PREFECT_WORKER_QUERY_SECONDS": "1",
-           "RN_DATA_DIR": str(ui_node.proc.data_dir), "RN_PROJECT_DIR": str(REPO)}
-    prefect = [sys.executable, "-m", "prefect"]
-
-    def prefect_cli(*args: str) -> str:
-        done = subprocess.run([*prefect, *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
-
-    prefect_cli("work-pool", "create", "remote-network", "--type", "process")
-    prefect_cli("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-    prefect_cli("deployment", "run", "run_workflow/run-workflow", "--param", f"workflow_id={wf}")
-    log = (tmp_path / "worker.log").open("wb")
-    worker = subprocess.Popen([*prefect, "worker", "start", "--pool", "remote-network"],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    log.close()
-    try:
-        def by_worker() -> list[dict[str, Any]]:
-            runs = ui_node.api.get(f"/api/workflows/{wf}/execution-instances").json()
-            return [e for e in runs["executions"] if e["status"] in ("COMPLETED", "FAILED")]
-
-        wait_until(by_worker, 120, "the worker's execution")
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(5)
-    (execution,) = by_worker()
-    assert execution["status"] == "COMPLETED" and execution["trigger"] == "schedule", execution
-    jobs = jobs_by_node(ui_node.api, execution["id"])
-    final = ui_node.api.get(f"/api/job-executions/{jobs[ids[1]]['id']}/interfaces").json()
-    assert [i["value"] for i in final["interfaces"] if i["interface_type"] == "STDOUT"
-            and i["direction"] == "output"] == ["BY A WORKER"]
-    flow_run = completed_flow_run(ui_node, "worker-pair", execution["id"])
-    assert flow_run["name"] == f"worker-pair #{execution['id']}"
-    assert flow_run["id"] == execution["prefect_flow_run_id"]
-    assert flow_run["deployment_id"] is not None
