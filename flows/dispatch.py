@@ -138,10 +138,11 @@ class LocalDispatcher:
 
         return await asyncio.to_thread(work)
 
-    async def decrypt_data(self, data_service_id: int, ref: ArtifactRef) -> ArtifactRef:
-        """The plain bytes of this node's DATA service file ``ref``, as an artifact that stays
-        (it goes to another peer, or is a DATA job's output there)."""
-        return await self._decrypted(data_service_id, ref)
+    async def decrypt_data(self, data_service_id: int, ref: ArtifactRef, *,
+                           ephemeral: bool = False) -> ArtifactRef:
+        """The plain bytes of this node's DATA service file ``ref``, as an artifact: one that
+        stays (a DATA job's output), or, ``ephemeral``, one for ``release`` once used."""
+        return await self._decrypted(data_service_id, ref, ephemeral=ephemeral)
 
     async def build_spec(self, request: JobRequest, *,
                          clear: list[str] | None = None) -> tuple[JobSpec, ServiceView]:

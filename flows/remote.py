@@ -238,13 +238,16 @@ class RemoteDispatcher:
             inputs.append(inp)
         return replace(request, inputs=tuple(inputs))
 
-    async def _outbound(self, request: JobRequest) -> JobRequest:
+    async def _outbound(self, request: JobRequest, clear: list[str]) -> JobRequest:
         """This node's encrypted DATA inputs, decrypted for the remote job (see the module
-        docstring); every other input goes as it is."""
+        docstring), their digests added to ``clear`` for release once it has ended; every
+        other input goes as it is."""
         inputs = []
         for inp in request.inputs:
             if inp.data_service_id is not None and inp.artifact is not None:
-                plain = await self.local.decrypt_data(inp.data_service_id, inp.artifact)
+                plain = await self.local.decrypt_data(inp.data_service_id, inp.artifact,
+                                                      ephemeral=True)
+                clear.append(plain.sha256)
                 inp = replace(inp, artifact=plain, data_service_id=None)
             inputs.append(inp)
         return replace(request, inputs=tuple(inputs))
@@ -257,10 +260,19 @@ class RemoteDispatcher:
                        on_log: LogSink | None = None) -> JobResult:
         if self._is_local(request.peer_id):
             return await self.local.dispatch(await self._localize(request), on_log=on_log)
+        clear: list[str] = []  # this node's DATA, decrypted for the job: kept until it ends
+        try:
+            return await self._dispatch_remote(request, clear, on_log)
+        finally:
+            for digest in clear:
+                self.artifacts.release(digest)
+
+    async def _dispatch_remote(self, request: JobRequest, clear: list[str],
+                               on_log: LogSink | None) -> JobResult:
         peer = request.peer_id
         started = utcnow()
         try:
-            wire = request_to_wire(await self._outbound(request), self.own_peer_id)
+            wire = request_to_wire(await self._outbound(request, clear), self.own_peer_id)
         except WireError as exc:
             raise DispatchError(str(exc)) from None
 

@@ -3,7 +3,9 @@ Docker and real processes. Only the orchestrating node A runs Prefect; B and C o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess, side_by_side
+from tests.support.upload_client import UploadSocket
 from tests.support.waiting import wait_for_peers
 from tests.support.workflows import (
     TERMINAL,
@@ -41,10 +44,6 @@ class Mesh:
         self.peer_ids = [c.get("/api/node/status").json()["peer_id"] for c in self.clients]
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     """A orchestrates (with Prefect); B and C bootstrap from A and only execute jobs."""
@@ -68,16 +67,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
 def outputs(c: ApiClient, job_id: int) -> dict[str, dict[str, Any]]:
     items = c.get(f"/api/job-executions/{job_id}/interfaces").json()["interfaces"]
     return {i["interface_type"]: i for i in items if i["direction"] == "output"}
@@ -146,6 +135,51 @@ def test_workflow_across_three_peers(mesh: Mesh, registry: Any) -> None:
     for node, service in ((mesh.nodes[1], upper), (mesh.nodes[2], rev[0])):
         rows = [r for r in job_rows(node) if r["service_id"] == service]
         assert [(r["requester_peer_id"], r["status"]) for r in rows] == [(pa, "COMPLETED")]
+
+
+def upload_data(client: ApiClient, data: bytes, name: str) -> int:
+    """A DATA service of ``data`` on the node of ``client`` (a WebSocket upload)."""
+
+    async def upload() -> dict[str, Any]:
+        async with UploadSocket(client) as ws:
+            return await ws.upload(data, file_name=name, upload_type="data")
+
+    done = asyncio.run(upload())
+    assert done["type"] == "FILE_UPLOAD_COMPLETE", done
+    return int(done["payload"]["service_id"])
+
+
+def stored(node: NodeProcess, digest: str) -> bool:
+    return (node.data_dir / "artifacts" / digest[:2] / digest).exists()
+
+
+def test_data_services_feed_jobs_on_other_peers(mesh: Mesh) -> None:
+    """A's DATA service feeds a job on C: A decrypts it for that job alone (its clear bytes are
+    not left in A's store). B's DATA service is a node of A's workflow: B decrypts it and
+    answers with the clear bytes, which feed a job on A. The encrypted files never move."""
+    a, b, c = mesh.clients
+    pa, pb, pc = mesh.peer_ids
+    mine, theirs = os.urandom(150_000), os.urandom(90_000)
+    data_a, data_b = upload_data(a, mine, "a.bin"), upload_data(b, theirs, "b.bin")
+    digest = "sha256sum | cut -d' ' -f1"
+    on_c, on_a = sh_service(c, "digest-on-c", digest), sh_service(a, "digest-on-a", digest)
+    out_a, out_b = interface_ids(a, data_a), interface_ids(b, data_b)
+    wf, ids = make_workflow(
+        a, "data-across-peers",
+        [(data_a, {}, pa), (on_c[0], {}, pc), (data_b, {}, pb), (on_a[0], {}, pa)],
+        [(0, next(iter(out_a.values())), 1, on_c[1]["STDIN"]),
+         (2, next(iter(out_b.values())), 3, on_a[1]["STDIN"])])
+    eid = execute(a, wf)
+    status = wait_done(a, eid, WAIT)
+    jobs = jobs_by_node(a, eid)
+    assert status["status"] == "COMPLETED", (status, jobs)
+    clear_a, clear_b = hashlib.sha256(mine).hexdigest(), hashlib.sha256(theirs).hexdigest()
+    assert outputs(a, jobs[ids[1]]["id"])["STDOUT"]["value"].strip() == clear_a
+    assert outputs(a, jobs[ids[3]]["id"])["STDOUT"]["value"].strip() == clear_b
+    assert not stored(mesh.nodes[0], clear_a)  # released once C's job had ended
+    for node, data_id in ((mesh.nodes[0], data_a), (mesh.nodes[1], data_b)):
+        sealed = (node.data_dir / "services" / str(data_id) / "data.enc").read_bytes()
+        assert not stored(mesh.nodes[2], hashlib.sha256(sealed).hexdigest())
 
 
 def test_killed_executing_peer_fails_its_job_naming_it(mesh: Mesh, tmp_path: Path) -> None:
@@ -234,3 +268,4 @@ def test_blacklisted_requester_is_refused(mesh: Mesh) -> None:
         assert not [row for row in job_rows(mesh.nodes[1]) if row["service_id"] == sid]
     finally:
         assert b.delete(f"/api/blacklist/{pa}").status_code == 200
+
