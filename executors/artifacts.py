@@ -177,6 +177,11 @@ class ArtifactStore:
                 self._ephemeral[digest] += 1
             return True
 
+    def keep(self, digest: str) -> bool:
+        """Mark a stored artifact as stored for good, and written now (a peer's copy of the same
+        bytes, brought here as an output); False when it is not stored."""
+        return self._keep(digest)
+
     def release(self, digest: str) -> None:
         """One user of ephemerally stored bytes is done with them; after the last, they go
         (unless stored for good meanwhile)."""

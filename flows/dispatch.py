@@ -47,6 +47,9 @@ class JobInput:
     # Set when ``artifact`` is the encrypted file of this DATA service: the executing peer
     # decrypts it for the job and for nothing else.
     data_service_id: int | None = None
+    # Set when ``artifact`` is the requester's DATA, decrypted for this job: the executing peer
+    # names it in no record, so it keeps the bytes no longer than the job needs them.
+    transient: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,9 +76,12 @@ def request_to_wire(request: JobRequest, holder: str) -> dict[str, Any]:
     for inp in request.inputs:
         if inp.data_service_id is not None:
             raise WireError("an encrypted DATA input cannot leave its peer")
-        inputs.append({"interface_id": inp.interface_id, "interface_type": inp.interface_type,
-                       "path": inp.path, "text": inp.text,
-                       "artifact": ref_to_wire(inp.artifact, holder) if inp.artifact else None})
+        item = {"interface_id": inp.interface_id, "interface_type": inp.interface_type,
+                "path": inp.path, "text": inp.text,
+                "artifact": ref_to_wire(inp.artifact, holder) if inp.artifact else None}
+        if inp.transient:
+            item["transient"] = True
+        inputs.append(item)
     return {"job_id": request.job_id, "service_id": request.service_id, "inputs": inputs,
             "env": dict(request.env), "args": list(request.args),
             "stdin_text": request.stdin_text,
@@ -113,7 +116,8 @@ def request_from_wire(raw: dict[str, Any], *, peer_id: str) -> JobRequest:
         artifact = ref_from_wire(item["artifact"]) if item.get("artifact") else None
         inputs.append(JobInput(interface_id=iface_id, interface_type=kind,
                                path=str(item.get("path") or ""), artifact=artifact,
-                               text=text if isinstance(text, str) else None))
+                               text=text if isinstance(text, str) else None,
+                               transient=item.get("transient") is True))
     env = raw.get("env") or {}
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                             for k, v in env.items()):
@@ -205,8 +209,8 @@ class RemoteDispatcher:
         """The artifact in this node's store (fetched from its holder, hash-checked, when it is
         not here); returns the local reference."""
         local = replace(ref, peer_id="")
-        if self.artifacts.has(ref.sha256) or self._is_local(ref.peer_id):
-            return local
+        if self._is_local(ref.peer_id) or self.artifacts.keep(ref.sha256):
+            return local  # here already: now for good, even if it was in use for a while
         pending = self._fetching.get(ref.sha256)
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(ref))
@@ -248,7 +252,7 @@ class RemoteDispatcher:
                 plain = await self.local.decrypt_data(inp.data_service_id, inp.artifact,
                                                       ephemeral=True)
                 clear.append(plain.sha256)
-                inp = replace(inp, artifact=plain, data_service_id=None)
+                inp = replace(inp, artifact=plain, data_service_id=None, transient=True)
             inputs.append(inp)
         return replace(request, inputs=tuple(inputs))
 

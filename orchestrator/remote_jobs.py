@@ -284,10 +284,13 @@ class RemoteJobs:
         with self.db.session() as s:
             for inp in request.inputs:
                 ref = inp.artifact
+                # The requester's DATA, in clear (transient): named by no record, the retention
+                # sweep removes it once no running job reads it.
+                named = ref is not None and not inp.transient
                 s.add(JobExecutionInterface(
                     job_execution_id=row_id, interface_id=inp.interface_id,
                     interface_type=inp.interface_type or "", direction="input", path=inp.path,
-                    value=inp.text, artifact_hash=ref.sha256 if ref else "",
+                    value=inp.text, artifact_hash=ref.sha256 if ref and named else "",
                     size=ref.size if ref else 0))
             s.commit()
 

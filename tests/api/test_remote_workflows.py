@@ -177,6 +177,11 @@ def test_data_services_feed_jobs_on_other_peers(mesh: Mesh) -> None:
     assert outputs(a, jobs[ids[1]]["id"])["STDOUT"]["value"].strip() == clear_a
     assert outputs(a, jobs[ids[3]]["id"])["STDOUT"]["value"].strip() == clear_b
     assert not stored(mesh.nodes[0], clear_a)  # released once C's job had ended
+    # C names A's clear bytes in no record of its own (its retention sweep then removes them).
+    with contextlib.closing(sqlite3.connect(mesh.nodes[2].data_dir / "node.db")) as db:
+        named = {row[0] for row in db.execute(
+            "SELECT artifact_hash FROM job_execution_interfaces WHERE direction = 'input'")}
+    assert clear_a not in named
     for node, data_id in ((mesh.nodes[0], data_a), (mesh.nodes[1], data_b)):
         sealed = (node.data_dir / "services" / str(data_id) / "data.enc").read_bytes()
         assert not stored(mesh.nodes[2], hashlib.sha256(sealed).hexdigest())

@@ -182,3 +182,15 @@ def test_bytes_already_stored_for_good_are_not_made_ephemeral(tmp_path: Path) ->
     assert store.put_file(clear, ephemeral=True) == ref
     store.release(ref.sha256)
     assert store.has(ref.sha256)
+
+
+def test_keep_makes_ephemeral_bytes_stay(tmp_path: Path) -> None:
+    """The same bytes brought back from a peer as an output: kept for good, not released."""
+    store = ArtifactStore(tmp_path / "store")
+    clear = tmp_path / "clear"
+    clear.write_bytes(b"echoed back by a remote job")
+    ref = store.put_file(clear, ephemeral=True)
+    assert store.keep(ref.sha256)
+    store.release(ref.sha256)
+    assert store.has(ref.sha256)
+    assert not store.keep("0" * 64)  # not stored

@@ -125,11 +125,13 @@ def test_request_and_result_round_trip_through_the_wire_form() -> None:
     ref = ArtifactRef("ab" * 32, 5, ArtifactKind.TAR)
     req = JobRequest(job_id="j", service_id=3, peer_id="b" * 40, env={"K": "v"}, args=("x",),
                      inputs=(JobInput(7, None, artifact=ref), JobInput(None, "ENV", "NAME",
-                                                                       text="t")),
+                                                                       text="t"),
+                             JobInput(8, None, artifact=ref, transient=True)),
                      entrypoint=("/bin/sh",), cmd=None, timeout=12.0)
     back = request_from_wire(request_to_wire(req, "a" * 40), peer_id="b" * 40)
     assert back.inputs[0].artifact == ArtifactRef("ab" * 32, 5, ArtifactKind.TAR, "a" * 40)
     assert back.inputs[1] == JobInput(None, "ENV", "NAME", text="t")
+    assert not back.inputs[0].transient and back.inputs[2].transient  # clear DATA, kept briefly
     assert (back.env, back.args, back.entrypoint, back.cmd, back.timeout) == (
         {"K": "v"}, ("x",), ("/bin/sh",), None, 12.0)
 
