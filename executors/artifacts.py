@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import re
 import shutil
@@ -33,6 +34,10 @@ from typing import IO, BinaryIO
 from executors.base import ArtifactKind, ArtifactRef
 
 CHUNK = 1 << 20
+# A write is held in memory up to this size, and goes to a temp file only past it: most job
+# outputs are small, and a temp file costs more than the job's own process for them.
+SPILL = 64 * 1024
+_names = itertools.count()
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -51,8 +56,8 @@ class UnsafeArchive(ArtifactError):
 class ArtifactWriter:
     """A streamed write into the store: ``write()`` chunks, then ``commit()`` for the ref.
 
-    The temp file is created on the first write, so an empty output costs no file operations
-    once the empty artifact exists.
+    The first ``SPILL`` bytes are held in memory; a temp file is opened only past them. So an
+    output already stored costs no file operation, and another small one a single write.
     """
 
     def __init__(self, store: ArtifactStore, kind: ArtifactKind = ArtifactKind.FILE, *,
@@ -62,6 +67,7 @@ class ArtifactWriter:
         self._ephemeral = ephemeral
         self._tmp: Path | None = None
         self._file: BinaryIO | None = None
+        self._held = bytearray()  # what is written, while it is small
         self._hash = hashlib.sha256()
         self._size = 0
         self.ref: ArtifactRef | None = None
@@ -75,29 +81,35 @@ class ArtifactWriter:
     def write(self, data: bytes) -> int:
         if not data:
             return 0
-        (self._file or self._open()).write(data)
+        if self._file is not None:
+            self._file.write(data)
+        elif len(self._held) + len(data) <= SPILL:
+            self._held += data
+        else:
+            self._open().write(self._held)
+            self._held = bytearray()
+            self._file.write(data)  # type: ignore[union-attr]
         self._hash.update(data)
         self._size += len(data)
         return len(data)
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
 
     def commit(self) -> ArtifactRef:
         if self.ref is not None:
             return self.ref
         digest = self._hash.hexdigest()
-        if self._file is None and self._store._keep(digest, ephemeral=self._ephemeral):
-            pass  # empty, and the empty artifact is already stored
+        if self._file is None:
+            if not self._store._keep(digest, ephemeral=self._ephemeral):  # not stored yet
+                self._store._install_bytes(bytes(self._held), digest, ephemeral=self._ephemeral)
+            self._held = bytearray()
         else:
-            (self._file or self._open()).close()
+            self._file.close()
             assert self._tmp is not None
             self._store._install(self._tmp, digest, ephemeral=self._ephemeral)
         self.ref = ArtifactRef(sha256=digest, size=self._size, kind=self._kind)
         return self.ref
 
     def abort(self) -> None:
+        self._held = bytearray()
         if self.ref is None and self._file is not None and self._tmp is not None:
             self._file.close()
             self._tmp.unlink(missing_ok=True)
@@ -162,6 +174,25 @@ class ArtifactStore:
             os.replace(tmp, dest)
             if ephemeral:
                 self._ephemeral[digest] = 1
+
+    def _install_bytes(self, data: bytes, digest: str, *, ephemeral: bool = False) -> None:
+        """Store small bytes whose digest is known: one temp file, written in one call."""
+        tmp = self.tmp_dir / f"b-{os.getpid()}-{next(_names)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileExistsError:  # left by an earlier process of the same pid
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="b-")
+            tmp = Path(name)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        self._install(tmp, digest, ephemeral=ephemeral)
 
     def _keep(self, digest: str, *, ephemeral: bool = False, locked: bool = False) -> bool:
         """Mark a stored artifact as written now (for good, or by one more ephemeral user);

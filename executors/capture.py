@@ -1,7 +1,8 @@
 """Capturing one job's output: STDOUT, STDERR and the interleaved LOGS, each an artifact.
 
-Bytes are written to the store as they arrive (never held whole in memory); each complete line,
-from either stream, is appended to LOGS in arrival order and handed to the log sink.
+Bytes go to the store as they arrive (a stream is held in memory up to 64 KiB, then written out:
+never held whole); each complete line, from either stream, is appended to LOGS in arrival order
+and handed to the log sink.
 """
 
 from __future__ import annotations

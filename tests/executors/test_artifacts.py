@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from executors.artifacts import ArtifactError, ArtifactMissing, ArtifactStore, UnsafeArchive
+from executors.artifacts import (
+    SPILL,
+    ArtifactError,
+    ArtifactMissing,
+    ArtifactStore,
+    UnsafeArchive,
+)
 from executors.base import ArtifactKind
 
 
@@ -194,3 +200,29 @@ def test_keep_makes_ephemeral_bytes_stay(tmp_path: Path) -> None:
     store.release(ref.sha256)
     assert store.has(ref.sha256)
     assert not store.keep("0" * 64)  # not stored
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"small"],                                   # held in memory, then one write
+    [b"a" * 40_000, b"b" * 40_000],               # past SPILL: to a temp file mid-way
+    [b"c" * (SPILL + 1)],                         # past SPILL at once
+])
+def test_written_bytes_are_stored_whole_whether_held_or_spilled(
+        store: ArtifactStore, pieces: list[bytes]) -> None:
+    with store.writer() as w:
+        for piece in pieces:
+            w.write(piece)
+    assert w.ref is not None
+    assert store.read_bytes(w.ref) == b"".join(pieces)
+    assert oct(store.path(w.ref.sha256).stat().st_mode & 0o777) == "0o444"
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_an_aborted_write_leaves_nothing(store: ArtifactStore) -> None:
+    for pieces in ([b"held"], [b"d" * (SPILL + 10)]):
+        w = store.writer()
+        for piece in pieces:
+            w.write(piece)
+        w.abort()
+        assert not store.has(hashlib.sha256(b"".join(pieces)).hexdigest())
+    assert list(store.tmp_dir.iterdir()) == []
