@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 import psutil
 
+from orchestrator.background import cancel_and_wait
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
 
@@ -373,14 +374,9 @@ class PrefectRuntime:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._watch_task
+        await cancel_and_wait(self._watch_task)
         if self._boot_task is not None and not self._boot_task.done():
-            self._boot_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._boot_task
+            await cancel_and_wait(self._boot_task)
         await self._stop_server()
         if self._pg is not None:
             pg, self._pg = self._pg, None

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from orchestrator.background import cancel_and_wait
 from orchestrator.db import Database
 from orchestrator.errors import InvalidInput, NotFound, Unavailable
 from orchestrator.models import Workflow, WorkflowSchedule
@@ -258,8 +259,5 @@ class ScheduleService:
                 await client.set_flow_run_state(run.id, Failed(message=str(exc)), force=True)
 
     async def stop(self) -> None:
-        if self._serve_task is not None:
-            self._serve_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._serve_task
-            self._serve_task = None
+        await cancel_and_wait(self._serve_task)
+        self._serve_task = None

@@ -31,6 +31,7 @@ from network.relay import (
     RELAY_UNREGISTER,
     RelayService,
 )
+from orchestrator.background import cancel_and_wait
 from orchestrator.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
@@ -105,10 +106,7 @@ class RelayClient:
         self._task = asyncio.create_task(self._run(), name="relay-client")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await cancel_and_wait(self._task)
         if self.connected_relay_id:
             with contextlib.suppress(Exception):
                 await self.transport.request(self.connected_relay_id, RELAY_UNREGISTER, {},

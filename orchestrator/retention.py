@@ -19,7 +19,6 @@ The selection logic is plain functions of rows and file listings; ``Retention`` 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
@@ -34,6 +33,7 @@ from sqlmodel import col, select
 
 from executors.artifacts import ArtifactStore
 from executors.base import utcnow
+from orchestrator.background import cancel_and_wait
 from orchestrator.db import Database
 from orchestrator.models import JobExecution, JobExecutionInterface, WorkflowExecution
 from orchestrator.states import TERMINAL
@@ -99,11 +99,8 @@ class Retention:
         self._task = asyncio.create_task(self._loop(), name="retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         await asyncio.sleep(min(FIRST_SWEEP_DELAY, self.sweep_seconds))

@@ -44,6 +44,17 @@ def aged(store: ArtifactStore, data: bytes, when: float = HOURS_AGO) -> str:
     return digest
 
 
+def job_with_output(db: Database, job: JobExecution, output: str) -> int:
+    """Record ``job`` with one STDOUT output, the artifact ``output``; returns its id."""
+    with db.session() as s:
+        s.add(job)
+        s.commit()
+        s.add(JobExecutionInterface(job_execution_id=int(job.id or 0), interface_type="STDOUT",
+                                    artifact_hash=output, size=1))
+        s.commit()
+        return int(job.id or 0)
+
+
 def execution(db: Database, workflow_id: int, status: str, completed: dt.datetime | None,
               output: str, flow_run: str) -> int:
     """An execution with one job whose STDOUT is the artifact ``output``."""
@@ -52,26 +63,15 @@ def execution(db: Database, workflow_id: int, status: str, completed: dt.datetim
                                 prefect_flow_run_id=flow_run)
         s.add(row)
         s.commit()
-        job = JobExecution(workflow_execution_id=row.id, workflow_id=workflow_id, status=status,
-                           completed_at=completed)
-        s.add(job)
-        s.commit()
-        s.add(JobExecutionInterface(job_execution_id=int(job.id or 0), interface_type="STDOUT",
-                                    artifact_hash=output, size=1))
-        s.commit()
-        return int(row.id or 0)
+    job_with_output(db, JobExecution(workflow_execution_id=row.id, workflow_id=workflow_id,
+                                     status=status, completed_at=completed), output)
+    return int(row.id or 0)
 
 
 def peer_job(db: Database, completed: dt.datetime, output: str) -> int:
     """A job another peer ran here (no execution of ours)."""
-    with db.session() as s:
-        job = JobExecution(status="COMPLETED", completed_at=completed, requester_peer_id="ab")
-        s.add(job)
-        s.commit()
-        s.add(JobExecutionInterface(job_execution_id=int(job.id or 0), interface_type="STDOUT",
-                                    artifact_hash=output, size=1))
-        s.commit()
-        return int(job.id or 0)
+    return job_with_output(db, JobExecution(status="COMPLETED", completed_at=completed,
+                                            requester_peer_id="ab"), output)
 
 
 def ids(db: Database, model: type) -> set[int]:
