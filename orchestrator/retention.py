@@ -13,7 +13,8 @@ removes them. Every ``retention_sweep_seconds`` (and a minute after the node sta
    yet, nor are the clear bytes of a DATA service a running job reads. Deleting a workflow (its
    executions go with it) therefore frees its outputs too.
 
-The selection logic is plain functions of rows and file listings; ``Retention`` adds the loop.
+What is old enough is said by ``_ended_before`` (records) and ``artifact_grace`` (artifacts);
+``Retention`` runs the sweeps against the database and the store.
 """
 
 from __future__ import annotations
