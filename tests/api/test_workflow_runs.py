@@ -348,8 +348,8 @@ def test_kill_mid_run_marks_execution_interrupted(fresh_node: NodeProcess) -> No
 
 def test_retention_deletes_old_executions_their_outputs_and_flow_runs(tmp_path: Path) -> None:
     """A node keeping executions for 0.0001 days (8.6 s), swept every half second: an ended
-    execution goes with its jobs, its flow run in Prefect, and the outputs only it held; the
-    workflow stays."""
+    execution goes with its jobs, its flow run and logs in Prefect, and the outputs only it
+    held; the workflow stays."""
     prefect_port = free_port()
     node = NodeProcess(tmp_path / "node", extra_args=["--prefect-ui", "--prefect-port",
                                                       str(prefect_port)],
@@ -368,6 +368,14 @@ def test_retention_deletes_old_executions_their_outputs_and_flow_runs(tmp_path: 
         flow_run = f"http://127.0.0.1:{prefect_port}/api/flow_runs/{instance['prefect_flow_run_id']}"
         assert artifact.is_file()
         assert httpx.get(flow_run, timeout=10).status_code == 200
+        logs_url = f"http://127.0.0.1:{prefect_port}/api/logs/filter"
+        its_logs = {"logs": {"flow_run_id": {"any_": [instance["prefect_flow_run_id"]]}}}
+
+        def logs() -> list[Any]:
+            found: list[Any] = httpx.post(logs_url, json=its_logs, timeout=10).json()
+            return found
+
+        wait_until(logs, 30, "the job's output lines as its task run's logs")
 
         def swept() -> bool:
             return c.get(f"/api/workflow-executions/{eid}/status").status_code == 404
@@ -377,6 +385,7 @@ def test_retention_deletes_old_executions_their_outputs_and_flow_runs(tmp_path: 
         wait_until(lambda: not artifact.exists(), 30, "its output removed")
         wait_until(lambda: httpx.get(flow_run, timeout=10).status_code == 404, 30,
                    "its flow run deleted from Prefect")
+        wait_until(lambda: not logs(), 60, "its logs deleted from Prefect")
         assert c.get(f"/api/workflows/{wf}").status_code == 200
         assert "retention: deleted 1 execution(s)" in node.log()
     finally:
