@@ -210,7 +210,10 @@ class ArtifactStore:
 
     def keep(self, digest: str) -> bool:
         """Mark a stored artifact as stored for good, and written now (a peer's copy of the same
-        bytes, brought here as an output); False when it is not stored."""
+        bytes, brought here as an output); False when it is not stored, or ``digest`` is not
+        one."""
+        if not _SHA256.match(digest):
+            return False
         return self._keep(digest)
 
     def release(self, digest: str) -> None:

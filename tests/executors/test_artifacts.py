@@ -200,6 +200,7 @@ def test_keep_makes_ephemeral_bytes_stay(tmp_path: Path) -> None:
     store.release(ref.sha256)
     assert store.has(ref.sha256)
     assert not store.keep("0" * 64)  # not stored
+    assert not store.keep("../" + "0" * 61)  # not a digest
 
 
 @pytest.mark.parametrize("pieces", [
