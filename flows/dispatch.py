@@ -147,8 +147,8 @@ class LocalDispatcher:
         stays (a DATA job's output), or, ``ephemeral``, one for ``release`` once used."""
         return await self._decrypted(data_service_id, ref, ephemeral=ephemeral)
 
-    async def build_spec(self, request: JobRequest, *,
-                         clear: list[str] | None = None) -> tuple[JobSpec, ServiceView]:
+    async def build_spec(self, request: JobRequest,
+                         clear: list[str]) -> tuple[JobSpec, ServiceView]:
         """The executor's spec of a job. DATA inputs are decrypted into the store for the job
         alone: their digests are added to ``clear``, for ``release`` once the job has ended."""
         view = self._view(request.service_id)
@@ -193,10 +193,8 @@ class LocalDispatcher:
                 kind_, path = iface.interface_type, iface.path
             artifact = inp.artifact
             if artifact is not None and inp.data_service_id is not None:
-                artifact = await self._decrypted(inp.data_service_id, artifact,
-                                                 ephemeral=clear is not None)
-                if clear is not None:
-                    clear.append(artifact.sha256)
+                artifact = await self._decrypted(inp.data_service_id, artifact, ephemeral=True)
+                clear.append(artifact.sha256)
             if kind_ in (InterfaceType.ENV, InterfaceType.ARG):
                 text = inp.text
                 if text is None and artifact is not None:
@@ -228,7 +226,7 @@ class LocalDispatcher:
         clear: list[str] = []
         try:
             try:
-                spec, view = await self.build_spec(request, clear=clear)
+                spec, view = await self.build_spec(request, clear)
             except InvalidInput as exc:
                 raise DispatchError(exc.message) from None
             except OperationFailed as exc:

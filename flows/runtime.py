@@ -48,9 +48,9 @@ STARTUP_TIMEOUT = 180.0
 # same holds for the embedded PostgreSQL, looked at every POSTGRES_CHECK_SECONDS.
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 RESTART_WINDOW = 600.0
+POSTGRES_CHECK_SECONDS = 5.0
 # Flow runs deleted per request (the most Prefect's bulk delete takes).
 BULK_DELETE = 50
-POSTGRES_CHECK_SECONDS = 5.0
 # The server records task runs from their events one at a time by default: a bulk insert per
 # event, most of its CPU. In batches it costs a third less, which is what bounds executions
 # running together. Prefect truncates the flush interval to whole seconds, and 0 would make its
@@ -78,6 +78,11 @@ def server_environment(settings: Settings, db_url: str, api_url: str) -> dict[st
             "PREFECT_UI_API_URL": api_url,
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
             "PREFECT_SERVER_API_PORT": port}
+
+
+def _asyncpg(uri: str) -> str:
+    """The embedded PostgreSQL's URI as the Prefect server's async driver takes it."""
+    return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
 
 
 def _free_port() -> int:
@@ -274,8 +279,7 @@ class PrefectRuntime:
         try:
             await asyncio.sleep(delay)
             if postgres:
-                uri = await asyncio.to_thread(self._revive_postgres)
-                self._db_url = uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+                self._db_url = _asyncpg(await asyncio.to_thread(self._revive_postgres))
                 await self._stop_server()  # its connections went with the database
             await self._start_server(self._db_url)
             log.info("Prefect server running again (API %s, database %s)", self.api_url,
@@ -314,7 +318,7 @@ class PrefectRuntime:
         try:
             uri = await asyncio.to_thread(self._start_postgres, pg_dir)
             self.database = "embedded PostgreSQL"
-            return uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+            return _asyncpg(uri)
         except Exception as exc:
             log.warning("embedded PostgreSQL did not start (%s); Prefect falls back to SQLite",
                         str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -375,8 +379,7 @@ class PrefectRuntime:
     async def stop(self) -> None:
         self._stopping = True
         await cancel_and_wait(self._watch_task)
-        if self._boot_task is not None and not self._boot_task.done():
-            await cancel_and_wait(self._boot_task)
+        await cancel_and_wait(self._boot_task)
         await self._stop_server()
         if self._pg is not None:
             pg, self._pg = self._pg, None
