@@ -53,6 +53,36 @@ class MountInput:
 
 
 @dataclass(frozen=True, slots=True)
+class JobLimits:
+    """What one job may use. ``None``: no limit of that kind.
+
+    ``memory_bytes``, ``cpus`` (cores' worth of CPU time) and ``pids`` bound the job's processes
+    (a cgroup, or the container); ``output_bytes`` bounds every output it writes (stdout, stderr,
+    each output mount), past which the job is stopped and fails saying so.
+    """
+
+    memory_bytes: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    output_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """How far a job is kept from the node.
+
+    Every job runs sandboxed: it sees none of the node's data dir and writes only its own job
+    directory. ``stranger`` marks a job another peer asked for: a standalone one then runs as
+    ``unprivileged_user`` when the node runs as root. ``network``: whether the job may reach
+    the network at all.
+    """
+
+    network: bool = True
+    stranger: bool = False
+    unprivileged_user: str = "nobody"
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     job_id: str  # unique on this node; names containers and process groups, used by cancel
     target: DockerTarget | StandaloneTarget
@@ -62,6 +92,10 @@ class JobSpec:
     input_mounts: list[MountInput] = field(default_factory=list)
     output_mounts: list[str] = field(default_factory=list)  # paths captured as TAR artifacts
     timeout: float = 300.0
+    limits: JobLimits = field(default_factory=JobLimits)
+    isolation: Isolation = field(default_factory=Isolation)
+    # Host paths the job may read (a standalone service's own directory inside the data dir).
+    readable_paths: tuple[str, ...] = ()
 
 
 class JobOutcome(StrEnum):

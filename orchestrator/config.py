@@ -91,10 +91,42 @@ class Settings(BaseSettings):
     # Text outputs (STDOUT, STDERR, LOGS) up to this size are returned inline as `value`.
     output_inline_limit: int = Field(default=64 * 1024, ge=0)
 
+    # -- what other peers may do (see the README's "Security model") --------------------------
+    # Access of Docker and standalone services that do not set their own: "public" (any peer
+    # not blacklisted), "peers" (those in service_access_peers) or "private" (this node's own
+    # workflows only). DATA services are always "private" unless they say otherwise.
+    service_access: Literal["public", "peers", "private"] = "public"
+    service_access_peers: list[str] = Field(default_factory=list)
+    # Limits of every job, unless a service sets its own (0: no limit).
+    job_memory_mb: int = Field(default=2048, ge=0)
+    job_cpus: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    job_pids: int = Field(default=512, ge=0)
+    job_output_mb: int = Field(default=1024, ge=0)
+    # The longest run time a job may ask for; a longer, non-finite or non-positive one is refused.
+    job_timeout_max_seconds: float = Field(default=24 * 3600.0, gt=0, allow_inf_nan=False)
+    # Jobs of other peers running at once, in total (default: two per core) and per peer
+    # (default: half of that, at least one); past that they wait in a queue this long, and past
+    # the queue they are refused.
+    remote_jobs_max: int = Field(default=0, ge=0)  # 0: two per core
+    remote_jobs_per_peer: int = Field(default=0, ge=0)  # 0: half the total
+    remote_jobs_queue: int = Field(default=32, ge=0)
+    # Jobs of other peers get no network unless their service allows it.
+    remote_jobs_network: bool = False
+    # The user a standalone job of another peer runs as when the node runs as root.
+    sandbox_user: str = "nobody"
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def effective_remote_jobs_max(self) -> int:
+        return self.remote_jobs_max or 2 * (os.cpu_count() or 1)
+
+    @property
+    def effective_remote_jobs_per_peer(self) -> int:
+        return self.remote_jobs_per_peer or max(1, self.effective_remote_jobs_max // 2)
 
     @property
     def effective_database_url(self) -> str:
