@@ -2,8 +2,10 @@
 
 ``DhtNode`` bootstraps from the configured peers, publishes this node's signed record under its
 peer id and its membership of the topic (on change and every ``refresh_interval``), reads the
-topic, fetches and verifies each member's record and hands it to ``on_record``. Records stored
-on us by their owners count as sightings too, so small networks converge without waiting.
+topic (signed member entries only), fetches and verifies each member's record and hands it to
+``on_record``. Records stored on us by their owners count as sightings too, so small networks
+converge without waiting. Every round ends with expiry (stored values, the record book, the
+caller's ``on_round``), whether or not the round succeeded.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from kademlia.utils import digest
 
 from network import topic as topics
 from network.identity import Identity
-from network.kademlia_ext import RecordServer, ValidatingStorage, quiet_library_logs
+from network.kademlia_ext import (
+    DEFAULT_MAX_VALUES,
+    DEFAULT_PER_SOURCE,
+    RecordServer,
+    ValidatingStorage,
+    quiet_library_logs,
+)
 from network.records import (
     NatFacts,
     PeerRecord,
@@ -37,6 +45,8 @@ log = logging.getLogger("remote_network.dht")
 
 Address = tuple[str, int]
 RECEIVE_BUFFER = 1 << 20
+# Distinct dropped values whose reason is logged (once each) before the memory of them resets.
+MAX_DROPPED_LOGGED = 1024
 
 
 def parse_address(text: str) -> Address:
@@ -62,10 +72,20 @@ class DhtConfig:
     refresh_interval: float = 30.0
     ksize: int = 20
     alpha: int = 3
+    # Bounds on what others store here: keys in all, keys one source (address) may bring, and
+    # topic members one source may bring.
+    max_values: int = DEFAULT_MAX_VALUES
+    values_per_source: int = DEFAULT_PER_SOURCE
+    members_per_source: int = topics.MAX_PER_SOURCE
 
     @property
     def topic_ttl(self) -> float:
         """Members not re-announced for this long drop out of the topic value."""
+        return max(4 * self.refresh_interval, 10.0)
+
+    @property
+    def record_ttl(self) -> float:
+        """A stored record not renewed for this long after we received it expires."""
         return max(4 * self.refresh_interval, 10.0)
 
 
@@ -103,9 +123,12 @@ class DhtNode:
         self.on_round = on_round
         self.clock = clock
         self.node_id = dht_node_id(identity)
-        self.book = RecordBook()
-        self.storage = ValidatingStorage(topic_ttl=config.topic_ttl, on_record=self._held,
-                                         clock=clock)
+        self.book = RecordBook(capacity=config.max_values, ttl=config.record_ttl, clock=clock)
+        self.storage = ValidatingStorage(topic_ttl=config.topic_ttl, ttl=config.record_ttl,
+                                         max_values=config.max_values,
+                                         per_source=config.values_per_source,
+                                         members_per_source=config.members_per_source,
+                                         on_record=self._held, clock=clock)
         self.server: RecordServer | None = None
         self.observed_ip: str | None = None
         self.seq = 0
@@ -222,17 +245,32 @@ class DhtNode:
         return len(found or [])
 
     async def round(self) -> None:
-        if not self.contacts and self.config.bootstrap:
-            await self.bootstrap()
-        facts = await self.facts()
-        due = self.clock() - self.published_at >= self.config.refresh_interval * 0.9
-        if self._republish or due or facts != self.published:
-            self._republish = False
-            await self.publish(facts=facts)
-        await self.discover()
-        self.rounds += 1
+        """Publish when due, discover, then expire (whether or not the rest succeeded)."""
+        try:
+            if not self.contacts and self.config.bootstrap:
+                await self.bootstrap()
+            facts = await self.facts()
+            due = self.clock() - self.published_at >= self.config.refresh_interval * 0.9
+            if self._republish or due or facts != self.published:
+                self._republish = False
+                await self.publish(facts=facts)
+            await self.discover()
+            self.rounds += 1
+        finally:
+            self.expire()
+
+    def expire(self) -> None:
+        """Drop what has expired here: stored values, book entries, then the caller's own."""
+        try:
+            self.storage.expire()
+            self.book.expire()
+        except Exception:
+            log.exception("DHT expiry failed")
         if self.on_round is not None:
-            self.on_round()
+            try:
+                self.on_round()
+            except Exception:
+                log.exception("DHT round hook failed")
 
     async def publish(self, *, facts: LocalFacts | None = None, online: bool = True) -> bool:
         """Sign and store this node's record and topic membership. True when a peer took it."""
@@ -246,8 +284,8 @@ class DhtNode:
         self.server.store_here(pid, value)
         reached = bool(await self.server.set(pid, value))
         if online:
-            members = topics.Members(self.config.topic, {pid: int(now)})
-            member_value = topics.encode(members)
+            member_value = topics.encode(topics.announcement(self.identity, self.config.topic,
+                                                             now))
             self.server.store_here(self.config.topic, member_value)
             reached = bool(await self.server.set(self.config.topic, member_value)) and reached
         self.published, self.published_at = facts, now
@@ -278,20 +316,10 @@ class DhtNode:
     async def members(self) -> set[str]:
         """Peer ids listed under our topic (merged from every holder found)."""
         assert self.server is not None
-        merged: topics.Members | None = None
-        for value in await self.server.collect_all(self.config.topic):
-            try:
-                found = topics.decode(value)
-            except topics.TopicError as exc:
-                log.warning("dropped a topic value: %s", exc)
-                continue
-            if found.topic != self.config.topic:
-                continue
-            merged = found if merged is None else topics.merge(merged, found, now=self.clock())
-        if merged is None:
-            return set()
-        fresh = topics.merge(merged, now=self.clock(), ttl=self.config.topic_ttl)
-        return fresh.peer_ids()
+        values = await self.server.collect_all(self.config.topic)
+        found = topics.gather(values, topic=self.config.topic, now=self.clock(),
+                              ttl=self.config.topic_ttl)
+        return found.peer_ids()
 
     async def fetch_record(self, peer_id: str) -> PeerRecord | None:
         """The newest valid record of ``peer_id``; invalid and stale values are dropped, logged."""
@@ -308,8 +336,12 @@ class DhtNode:
                 self._log_dropped(peer_id, value, exc)
                 continue
             if best is None or record.seq > best.seq:
+                try:
+                    self.book.accept(value, expected_peer_id=peer_id)
+                except RecordError as exc:
+                    self._log_dropped(peer_id, value, exc)
+                    continue
                 best = record
-                self.book.accept(value, expected_peer_id=peer_id)
         return best
 
     def _is_fresh(self, value: Any) -> bool:
@@ -322,6 +354,8 @@ class DhtNode:
     def _log_dropped(self, peer_id: str, value: Any, exc: RecordError) -> None:
         key = (peer_id, hash(value) if isinstance(value, bytes) else 0)
         if key not in self._dropped_logged:
+            if len(self._dropped_logged) >= MAX_DROPPED_LOGGED:
+                self._dropped_logged.clear()
             self._dropped_logged.add(key)
             log.warning("dropped a record for peer %s: %s", peer_id[:16], exc)
 

@@ -6,11 +6,16 @@ is known). ``last_seen`` is the newest of the record's signing time (never ahead
 the last live contact. A peer leaves when it publishes an offline record, when it is forgotten, or
 when it has not been seen for ``stale_after`` seconds. Every arrival, departure and change of what
 the API shows goes to ``on_change(peer_id, action)`` with action ``added``/``updated``/``removed``.
+
+The directory holds at most ``max_peers``. When it is full, stale peers go first; then a peer
+with a verified record may take the place of the least recently seen peer known only from a live
+contact; otherwise the newcomer is not listed, and the peers already known stay.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -22,6 +27,7 @@ from network.records import PeerRecord
 log = logging.getLogger("remote_network.peers")
 
 ChangeHook = Callable[[str, str], None]
+DEFAULT_MAX_PEERS = 1024
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,13 @@ def iso_utc(ts: float) -> str:
 
 class PeerDirectory:
     def __init__(self, own_peer_id: str, topic: str, *, stale_after: float = 120.0,
-                 on_change: ChangeHook | None = None,
+                 max_peers: int = DEFAULT_MAX_PEERS, on_change: ChangeHook | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.own_peer_id = own_peer_id
         self.topic = topic
         self.stale_after = stale_after
+        self.max_peers = max_peers
+        self.refused = 0
         self.on_change = on_change
         self.clock = clock
         self._peers: dict[str, PeerInfo] = {}
@@ -108,6 +116,8 @@ class PeerDirectory:
         pid = record.peer_id
         if pid == self.own_peer_id or record.topic != self.topic:
             return False
+        if not math.isfinite(record.timestamp):
+            return False
         now = self.clock()
         current = self._peers.get(pid)
         if current and current.record and record.seq <= current.record.seq:
@@ -119,6 +129,8 @@ class PeerDirectory:
             seen = max(seen, current.last_seen)
         if now - seen > self.stale_after:
             return False  # a record left behind by a peer that is gone
+        if current is None and not self._make_room(verified=True):
+            return False
         info = PeerInfo(pid, seen, "dht", record.topic, record,
                         current.observed_addresses if current else ())
         self._peers[pid] = info
@@ -138,6 +150,8 @@ class PeerDirectory:
         now = self.clock()
         current = self._peers.get(peer_id)
         if current is None:
+            if not self._make_room(verified=False):
+                return
             observed = (address,) if address else ()
             self._peers[peer_id] = PeerInfo(peer_id, now, source, self.topic, None, observed)
             self._emit(peer_id, "added")
@@ -157,11 +171,29 @@ class PeerDirectory:
     def expire(self) -> list[str]:
         """Drop peers not seen within ``stale_after``. Returns their ids."""
         floor = self.clock() - self.stale_after
-        gone = [pid for pid, info in self._peers.items() if info.last_seen < floor]
+        gone = [pid for pid, info in self._peers.items() if not info.last_seen >= floor]
         for pid in gone:
             log.info("peer %s not seen for %.0f s: dropped", pid[:16], self.stale_after)
             self.forget(pid)
         return gone
+
+    def _make_room(self, *, verified: bool) -> bool:
+        """Room for one newcomer (``verified``: it comes with a signed record)."""
+        if len(self._peers) < self.max_peers:
+            return True
+        self.expire()
+        if len(self._peers) < self.max_peers:
+            return True
+        unverified = [info for info in self._peers.values() if info.record is None]
+        if verified and unverified:
+            oldest = min(unverified, key=lambda info: (info.last_seen, info.peer_id))
+            self.forget(oldest.peer_id)
+            return True
+        self.refused += 1
+        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            log.warning("peer directory full (%d peers): %d newcomers not listed",
+                        self.max_peers, self.refused)
+        return False
 
     def _emit(self, peer_id: str, action: str) -> None:
         log.debug("peer %s %s", peer_id[:16], action)

@@ -49,7 +49,10 @@ def dht_config(settings: Any) -> DhtConfig:
             log.warning("ignored bootstrap peer: %s", exc)
     return DhtConfig(host=settings.p2p_host, port=settings.dht_port, topic=settings.topic,
                      bootstrap=tuple(bootstrap), rpc_timeout=settings.dht_rpc_timeout,
-                     refresh_interval=settings.dht_refresh_seconds)
+                     refresh_interval=settings.dht_refresh_seconds,
+                     max_values=settings.dht_max_values,
+                     values_per_source=settings.dht_values_per_source,
+                     members_per_source=settings.dht_members_per_source)
 
 
 def interface_addresses(limit: int = 3) -> list[str]:
@@ -72,6 +75,7 @@ class Discovery:
         settings = node.settings
         self.peers = PeerDirectory(node.peer_id, settings.topic,
                                    stale_after=settings.peer_stale_seconds,
+                                   max_peers=settings.peer_book_max,
                                    on_change=self._peer_changed)
         self.dht = DhtNode(node.identity, dht_config(settings), facts=self.local_facts,
                            on_record=self.peers.update_from_record, on_round=self.peers.expire)
@@ -137,9 +141,17 @@ class Discovery:
                                                "total": len(self.peers)})
 
     def list_peers(self) -> dict[str, Any]:
-        """The topic's peers, less the blacklisted ones (``GET /api/blacklist`` lists those)."""
+        """The topic's peers, less the blacklisted ones (``GET /api/blacklist`` lists those).
+        A peer whose row cannot be shown is left out (and logged), never the whole answer."""
         blocked = self.node.blacklist.contains
-        peers = [info.to_api() for info in self.peers.all() if not blocked(info.peer_id)]
+        peers = []
+        for info in self.peers.all():
+            if blocked(info.peer_id):
+                continue
+            try:
+                peers.append(info.to_api())
+            except (ValueError, OverflowError, OSError, TypeError) as exc:
+                log.warning("peer %s not listed: %s", info.peer_id[:16], exc)
         return {"peers": peers, "total": len(peers)}
 
     def peer_capabilities(self, raw_peer_id: str) -> dict[str, Any]:

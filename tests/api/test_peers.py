@@ -213,12 +213,12 @@ def test_forged_record_is_ignored_and_a_genuine_one_announced(
 
     async def forge() -> None:
         # The victim's record, signed by someone else, stored straight into every node's
-        # DHT storage and listed in the topic.
+        # DHT storage, and the victim's own announcement in the topic.
         record = PeerRecord(peer_id=victim.peer_id, public_key=victim.public_key_hex,
                             seq=int(time.time() * 1000), timestamp=time.time(), topic=TOPIC)
         body = encode_record(record, victim)[len(MAGIC) + 64:]
         forged = MAGIC + forger.sign(body) + body
-        members = topics.encode(topics.Members(TOPIC, {victim.peer_id: int(time.time())}))
+        members = topics.encode(topics.announcement(victim, TOPIC, time.time()))
         assert member.server is not None
         proto = member.server.protocol
         for host, port in seeds:

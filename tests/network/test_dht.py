@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -189,12 +190,12 @@ async def test_forged_member_is_never_listed(caplog: pytest.LogCaptureFixture) -
         body = encode_record(_record(victim, seq=int(time.time() * 1000)), victim)
         body = body[len(MAGIC) + 64:]
         forged = MAGIC + forger.sign(body) + body
-        # Put the forged record straight into a node's storage by hand and the victim into the
-        # topic, as a misbehaving holder would answer lookups.
-        a.dht.storage.data[digest(victim.peer_id)] = (time.monotonic(), forged)
+        # Put the forged record straight into a node's storage by hand, as a misbehaving holder
+        # would answer lookups, and the victim's own (genuine) announcement into the topic.
+        a.dht.storage.data[digest(victim.peer_id)] = (time.time(), forged)
         for m in members:
             m.dht.storage.store(digest(TOPIC), topics.encode(
-                topics.Members(TOPIC, {victim.peer_id: int(time.time())})))
+                topics.announcement(victim, TOPIC, time.time())))
         for m in members:
             await m.dht.round()
         assert all(victim.peer_id not in m.peers for m in members)
@@ -235,3 +236,74 @@ async def test_first_node_alone_is_found_by_a_later_one() -> None:
 def _record(identity: Identity, *, seq: int) -> PeerRecord:
     return PeerRecord(peer_id=identity.peer_id, public_key=identity.public_key_hex, seq=seq,
                       timestamp=time.time(), topic=TOPIC)
+
+
+# -- the storage's bounds, without sockets -----------------------------------------------------
+class WallClock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _signed_body(identity: Identity, **changes: object) -> bytes:
+    doc = _record(identity, seq=1).body() | changes
+    body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    return MAGIC + identity.sign(body) + body
+
+
+def test_storage_drops_records_with_lying_timestamps() -> None:
+    clock = WallClock()
+    storage = ValidatingStorage(topic_ttl=60, ttl=60, clock=clock)
+    liar = Identity.generate()
+    for ts in (float("nan"), float("inf"), clock.now + 3600, -5):
+        value = _signed_body(liar, timestamp=ts)
+        assert not storage.store(digest(liar.peer_id), value, source="6.6.6.6:1")
+    assert storage.get(digest(liar.peer_id)) is None and storage.refused == 4
+
+
+def test_storage_caps_values_per_source_and_in_all() -> None:
+    clock = WallClock()
+    storage = ValidatingStorage(topic_ttl=60, ttl=60, max_values=6, per_source=3, clock=clock)
+    liars = [Identity.generate() for _ in range(5)]
+    kept = [storage.store(digest(p.peer_id), encode_record(_record(p, seq=1), p),
+                          source="6.6.6.6:1") for p in liars]
+    assert kept == [True, True, True, False, False]
+    honest = [Identity.generate() for _ in range(4)]
+    kept = [storage.store(digest(p.peer_id), encode_record(_record(p, seq=1), p),
+                          source=f"10.0.0.{i}:1") for i, p in enumerate(honest)]
+    assert kept == [True, True, True, False]  # full: the held ones stay
+    # This node's own values always find room.
+    me = Identity.generate()
+    assert storage.store(digest(me.peer_id), encode_record(_record(me, seq=1), me))
+
+
+def test_storage_expiry_runs_by_the_time_values_arrived() -> None:
+    clock = WallClock()
+    storage = ValidatingStorage(topic_ttl=30, ttl=60, clock=clock)
+    peer, member = Identity.generate(), Identity.generate()
+    value = encode_record(_record(peer, seq=1), peer)
+    assert storage.store(digest(peer.peer_id), value, source="1.1.1.1:1")
+    assert storage.store(digest(TOPIC), topics.encode(topics.announcement(member, TOPIC,
+                                                                          clock.now)))
+    clock.now += 40
+    storage.store(digest(peer.peer_id), value, source="6.6.6.6:1")  # a replay: no renewal
+    assert storage.expire() == 1  # the topic's only member went quiet
+    clock.now += 30
+    assert storage.expire() == 1 and list(storage) == []
+    # A value that no longer parses is removed at once.
+    storage.data[digest("junk")] = (clock.now, MAGIC + b"x" * 64 + b'{"v":1}')
+    assert storage.expire() == 1
+
+
+def test_storage_refuses_topic_values_under_another_key_and_forged_members() -> None:
+    storage = ValidatingStorage(topic_ttl=60, clock=WallClock())
+    member, victim = Identity.generate(), Identity.generate()
+    own = topics.encode(topics.announcement(member, TOPIC, time.time()))
+    assert not storage.store(digest("elsewhere"), own, source="6.6.6.6:1")
+    entry = topics.sign_entry(member, TOPIC, time.time())
+    forged = topics.MemberEntry(victim.public_key, entry.timestamp, entry.signature)
+    value = topics.encode(topics.Members(TOPIC, {forged.peer_id: forged}))
+    assert not storage.store(digest(TOPIC), value, source="6.6.6.6:1")
+    assert storage.get(digest(TOPIC)) is None

@@ -116,3 +116,36 @@ def test_live_contact_adds_and_keeps_a_peer_fresh(setup: Setup) -> None:
     directory.mark_seen("f" * 40)
     assert len(directory) == 1
     assert events == [(peer.peer_id, "added"), (peer.peer_id, "updated")]
+
+
+def test_a_record_with_a_non_finite_time_is_ignored(setup: Setup) -> None:
+    directory, _clock, events = setup
+    peer = Identity.generate()
+    for ts in (float("nan"), float("inf")):
+        assert not directory.update_from_record(record(peer, 1, ts))
+    assert peer.peer_id not in directory and events == []
+
+
+def test_the_directory_is_bounded_and_keeps_the_peers_it_holds() -> None:
+    clock = Clock()
+    directory = PeerDirectory("f" * 40, TOPIC, stale_after=60, max_peers=3, clock=clock)
+    verified = [Identity.generate() for _ in range(2)]
+    for peer in verified:
+        assert directory.update_from_record(record(peer, 1, clock.now))
+    contact = Identity.generate()
+    directory.mark_seen(contact.peer_id, address=("10.0.0.9", 1))
+    # Full: a live contact that brings no record is not listed.
+    directory.mark_seen(Identity.generate().peer_id)
+    assert len(directory) == 3
+    # A newcomer with a verified record takes the place of the contact without a record.
+    newcomer = Identity.generate()
+    assert directory.update_from_record(record(newcomer, 1, clock.now))
+    assert contact.peer_id not in directory and newcomer.peer_id in directory
+    # Full of verified peers: the next newcomer waits until one goes stale.
+    late = Identity.generate()
+    assert not directory.update_from_record(record(late, 1, clock.now))
+    assert {p.peer_id for p in directory.all()} == {newcomer.peer_id,
+                                                    *(p.peer_id for p in verified)}
+    clock.now += 61
+    assert directory.update_from_record(record(late, 2, clock.now))
+    assert late.peer_id in directory and len(directory) == 1

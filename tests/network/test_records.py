@@ -1,4 +1,5 @@
-"""Signed peer records: encoding, verification, sequence order, size cap. No sockets."""
+"""Signed peer records: encoding, verification, field ranges, sequence order, size cap, the
+bounded book. No sockets."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pytest
 from network.identity import Identity
 from network.records import (
     MAGIC,
+    MAX_CLOCK_SKEW,
     MAX_RECORD_BYTES,
     BadSignature,
+    BadTimestamp,
+    BookFull,
     MalformedRecord,
     NatFacts,
     PeerIdMismatch,
@@ -19,6 +23,7 @@ from network.records import (
     RecordError,
     RecordTooLarge,
     StaleRecord,
+    canonical,
     capabilities_from_summary,
     decode_record,
     encode_record,
@@ -179,3 +184,124 @@ def test_capabilities_from_summary_has_the_full_shape() -> None:
     assert caps["cpu_cores"] == 8 and caps["has_docker"] is True
     assert [g["memory_mb"] for g in caps["gpus"]] == [24000, 24000]
     assert caps["kernel_version"] == "" and caps["gpus"][0]["uuid"] == ""
+
+
+# -- a stranger's lies: every field has its type and range --------------------------------------
+NOW = 1_700_000_000.0
+
+
+def signed_doc(identity: Identity, **changes: object) -> bytes:
+    """A record body with ``changes`` written as any JSON encoder would, validly signed."""
+    doc = make_record(identity).body() | changes
+    body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()  # NaN allowed here
+    return MAGIC + identity.sign(body) + body
+
+
+@pytest.mark.parametrize("timestamp", [float("nan"), float("inf"), float("-inf"), -1.0, "now",
+                                       True, None])
+def test_non_finite_or_non_numeric_timestamps_are_refused(timestamp: object) -> None:
+    me = Identity.generate()
+    value = signed_doc(me, timestamp=timestamp)
+    with pytest.raises(BadTimestamp):
+        decode_record(value, now=NOW)
+    with pytest.raises(BadTimestamp):
+        RecordBook(clock=lambda: NOW).accept(value)
+
+
+def test_a_huge_number_literal_is_refused() -> None:
+    me = Identity.generate()
+    body = canonical(make_record(me).body()).replace(b'"timestamp":1700000000.5',
+                                                     b'"timestamp":1e999')
+    with pytest.raises(BadTimestamp):
+        decode_record(MAGIC + me.sign(body) + body)
+
+
+def test_a_record_from_the_far_future_is_refused() -> None:
+    me = Identity.generate()
+    soon = encode_record(make_record(me, timestamp=NOW + MAX_CLOCK_SKEW - 1), me)
+    assert decode_record(soon, now=NOW).timestamp == NOW + MAX_CLOCK_SKEW - 1
+    later = encode_record(make_record(me, timestamp=NOW + MAX_CLOCK_SKEW + 60), me)
+    with pytest.raises(BadTimestamp):
+        decode_record(later, now=NOW)
+    with pytest.raises(BadTimestamp):
+        RecordBook(clock=lambda: NOW).accept(later)
+
+
+def test_encoding_a_non_finite_field_fails_cleanly() -> None:
+    me = Identity.generate()
+    with pytest.raises(MalformedRecord):
+        encode_record(make_record(me, timestamp=float("nan")), me)
+
+
+@pytest.mark.parametrize("changes", [
+    {"seq": -1}, {"seq": 2**63}, {"seq": 1.5}, {"seq": "1"}, {"seq": True},
+    {"api_port": 70000}, {"api_port": -1},
+    {"quic_addresses": [["127.0.0.1", 0]]}, {"quic_addresses": [["127.0.0.1", 65536]]},
+    {"quic_addresses": [["", 30070]]}, {"quic_addresses": [["h", 1, 2]]},
+    {"quic_addresses": [["h", 1]] * 9}, {"quic_addresses": "127.0.0.1:1"},
+    {"files_count": -3}, {"files_count": 10**7}, {"apps_count": float("nan")},
+    {"is_relay": "yes"}, {"online": 1}, {"nat": [1]}, {"nat": {"behind_nat": "no"}},
+    {"nat": {"nat_type": "x" * 100}}, {"nat": {"connected_relay_id": "zz"}},
+    {"dht_node_id": "not hex"}, {"topic": "t" * 500}, {"peer_id": "AB" * 20},
+    {"capabilities": {"cpu_cores": float("inf")}}, {"capabilities": {"cpu_cores": -1}},
+    {"capabilities": {"gpu_count": 2**60}}, {"capabilities": {"nested": {"a": 1}}},
+    {"capabilities": {"platform": "x" * 500}}, {"capabilities": [1, 2]},
+    {"capabilities": {f"k{i}": 1 for i in range(40)}},
+])
+def test_every_field_is_checked_for_type_and_range(changes: dict[str, object]) -> None:
+    me = Identity.generate()
+    with pytest.raises(MalformedRecord):
+        decode_record(signed_doc(me, **changes), now=NOW)
+
+
+def test_the_largest_acceptable_values_pass() -> None:
+    me = Identity.generate()
+    record = make_record(me, seq=2**63 - 1, api_port=65535, files_count=1_000_000,
+                         quic_addresses=(("h" * 253, 65535),) * 8, timestamp=0.0)
+    assert decode_record(encode_record(record, me), now=NOW) == record
+
+
+def test_record_book_is_bounded_and_prefers_the_peers_it_holds() -> None:
+    clock = [NOW]
+    book = RecordBook(capacity=3, ttl=60, clock=lambda: clock[0])
+    held = [Identity.generate() for _ in range(3)]
+    for peer in held:
+        book.accept(encode_record(make_record(peer, seq=1, timestamp=NOW), peer))
+    newcomer = Identity.generate()
+    with pytest.raises(BookFull):
+        book.accept(encode_record(make_record(newcomer, seq=1, timestamp=NOW), newcomer))
+    assert len(book) == 3 and book.latest_seq(newcomer.peer_id) is None
+    # A held peer moving forward keeps its place; the others expire by our clock.
+    clock[0] += 50
+    book.accept(encode_record(make_record(held[0], seq=2, timestamp=NOW), held[0]))
+    clock[0] += 20
+    assert book.accept(encode_record(make_record(newcomer, seq=1, timestamp=NOW),
+                                     newcomer)).peer_id == newcomer.peer_id
+    assert [book.latest_seq(p.peer_id) for p in held] == [2, None, None]
+
+
+def test_a_repeat_does_not_keep_a_book_entry_alive() -> None:
+    clock = [NOW]
+    book = RecordBook(ttl=60, clock=lambda: clock[0])
+    me = Identity.generate()
+    value = encode_record(make_record(me, seq=1, timestamp=NOW), me)
+    book.accept(value)
+    clock[0] += 50
+    book.accept(value)
+    clock[0] += 20
+    assert book.expire() == [me.peer_id]
+
+
+@pytest.mark.parametrize("summary", [
+    {"gpu_count": float("nan"), "cpu_cores": "eight", "platform": 5},
+    {"gpu_count": 10**9, "gpu_memory_mb": -5, "total_memory_mb": float("inf")},
+    {"has_docker": "yes", "cpu_cores": True},
+])
+def test_capabilities_from_a_summary_of_the_wrong_kinds_never_fail(
+        summary: dict[str, object]) -> None:
+    caps = capabilities_from_summary(summary)
+    assert all(isinstance(caps[k], int) and caps[k] >= 0
+               for k in ("cpu_cores", "total_memory_mb", "total_disk_mb"))
+    assert isinstance(caps["platform"], str) and len(caps["gpus"]) <= 64
+    assert caps["has_docker"] in (True, False)
+    json.dumps(caps, allow_nan=False)
