@@ -186,7 +186,11 @@ def _write(members: list[_Member], root: Path,
             if seen.get(m.link) != "file":
                 raise ArchiveError(f"archive member '{m.name}' links to '{m.link}', which is not "
                                    "an earlier regular file")
-            shutil.copy2(root / m.link, target)
+            source = root / m.link
+            parts = m.link.split("/")
+            if any((root.joinpath(*parts[:i])).is_symlink() for i in range(1, len(parts) + 1)):
+                raise ArchiveError(f"archive member '{m.name}' links through a symlink")
+            shutil.copy2(source, target, follow_symlinks=False)
             written.append(m.name)
         else:
             handle = opener(m.name)
@@ -197,4 +201,13 @@ def _write(members: list[_Member], root: Path,
             os.chmod(target, _file_mode(m.mode))
             written.append(m.name)
         seen[m.name] = m.kind
+    # A link may stay inside by its name yet leave through another link (``a -> .`` then
+    # ``x -> a/../..``): every link is resolved once all are in place.
+    top = os.path.realpath(root)
+    for name, kind in seen.items():
+        if kind == "symlink":
+            real = os.path.realpath(root / name)
+            if real != top and not real.startswith(top.rstrip("/") + "/"):
+                raise ArchiveError(f"archive member '{name}' links outside the archive "
+                                   "through another link")
     return written

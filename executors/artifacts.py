@@ -37,6 +37,10 @@ CHUNK = 1 << 20
 # A write is held in memory up to this size, and goes to a temp file only past it: most job
 # outputs are small, and a temp file costs more than the job's own process for them.
 SPILL = 64 * 1024
+# Stored files up to this size are hashed each time they are used (a damaged one is refused);
+# larger ones have their size checked (and their hash by ``read_bytes``, which reads them whole).
+HASHED_ON_USE = 64 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _names = itertools.count()
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -51,6 +55,10 @@ class ArtifactMissing(ArtifactError):
 
 class UnsafeArchive(ArtifactError):
     """A tar member would land outside its destination or is a device."""
+
+
+class OutputTooLarge(ArtifactError):
+    """An output holds more than its limit allows."""
 
 
 class ArtifactWriter:
@@ -102,6 +110,8 @@ class ArtifactWriter:
                 self._store._install_bytes(bytes(self._held), digest, ephemeral=self._ephemeral)
             self._held = bytearray()
         else:
+            self._file.flush()
+            os.fsync(self._file.fileno())
             self._file.close()
             assert self._tmp is not None
             self._store._install(self._tmp, digest, ephemeral=self._ephemeral)
@@ -153,13 +163,24 @@ class ArtifactStore:
         assert w.ref is not None
         return w.ref
 
-    def put_dir(self, path: Path | str) -> ArtifactRef:
-        """Store a directory tree as a deterministic tar (kind TAR)."""
+    def put_dir(self, path: Path | str, *, max_bytes: int | None = None,
+                within: Path | str | None = None) -> ArtifactRef:
+        """Store a directory tree as a deterministic tar (kind TAR).
+
+        Nothing is followed out of the tree: ``path`` itself must not be a symlink (nor, with
+        ``within``, resolve outside that directory), links inside are stored as links, and a file
+        also linked from outside the tree (a hard link) is refused. ``max_bytes`` bounds the
+        bytes of the files stored (ArtifactError past it, nothing stored).
+        """
         root = Path(path)
-        if not root.is_dir():
+        if root.is_symlink() or not root.is_dir():
             raise ArtifactError(f"not a directory: {root}")
+        if within is not None:
+            real, top = os.path.realpath(root), os.path.realpath(within)
+            if real != top and not real.startswith(top.rstrip("/") + "/"):
+                raise ArtifactError(f"{root} leads outside its job directory")
         with self.writer(ArtifactKind.TAR) as w:
-            write_deterministic_tar(root, w)
+            write_deterministic_tar(root, w, max_bytes=max_bytes)
         assert w.ref is not None
         return w.ref
 
@@ -172,6 +193,7 @@ class ArtifactStore:
                 return
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
             if ephemeral:
                 self._ephemeral[digest] = 1
 
@@ -187,6 +209,7 @@ class ArtifactStore:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            os.fsync(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -198,8 +221,12 @@ class ArtifactStore:
         """Mark a stored artifact as written now (for good, or by one more ephemeral user);
         False when it is not stored."""
         with contextlib.nullcontext() if locked else self._lock:
+            path = self.path(digest)
             try:
-                os.utime(self.path(digest))
+                if _looks_damaged(path, digest):
+                    path.unlink()
+                    return False
+                os.utime(path)
             except FileNotFoundError:
                 return False
             if not ephemeral:
@@ -258,22 +285,45 @@ class ArtifactStore:
 
     def has(self, sha256: str) -> bool:
         try:
-            return self.path(sha256).is_file()
+            self._existing(sha256)
         except ArtifactError:
             return False
+        return True
 
     def _existing(self, ref: ArtifactRef | str) -> Path:
+        """The stored file of ``ref``, checked: a file whose size is not the ref's, or (small
+        ones) whose bytes do not hash to its name, is removed and refused."""
         sha = ref if isinstance(ref, str) else ref.sha256
         p = self.path(sha)
-        if not p.is_file():
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise ArtifactMissing(f"artifact {sha} is not in the store") from None
+        if not stat.S_ISREG(st.st_mode):
             raise ArtifactMissing(f"artifact {sha} is not in the store")
+        damaged = ((isinstance(ref, ArtifactRef) and st.st_size != ref.size)
+                   or _looks_damaged(p, sha, st.st_size))
+        if damaged:
+            with self._lock, contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            raise ArtifactError(f"artifact {sha} is damaged (size {st.st_size}) and was removed")
         return p
 
     def open(self, ref: ArtifactRef | str) -> BinaryIO:
         return self._existing(ref).open("rb")
 
     def read_bytes(self, ref: ArtifactRef | str) -> bytes:
-        return self._existing(ref).read_bytes()
+        data = self._existing(ref).read_bytes()
+        sha = ref if isinstance(ref, str) else ref.sha256
+        if len(data) > HASHED_ON_USE and hashlib.sha256(data).hexdigest() != sha:
+            with self._lock, contextlib.suppress(FileNotFoundError):
+                self.path(sha).unlink()
+            raise ArtifactError(f"artifact {sha} is damaged (wrong hash) and was removed")
+        return data
+
+    def checked_path(self, ref: ArtifactRef | str) -> Path:
+        """``path``, for a stored artifact checked as ``open`` checks it."""
+        return self._existing(ref)
 
     def verify(self, ref: ArtifactRef | str) -> bool:
         """Whether the stored bytes still hash to their name."""
@@ -316,11 +366,44 @@ def _tarinfo(name: str, st: os.stat_result, type_: bytes) -> tarfile.TarInfo:
     return info
 
 
-def write_deterministic_tar(root: Path, out: IO[bytes]) -> None:
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _looks_damaged(path: Path, digest: str, size: int | None = None) -> bool:
+    """Whether a stored file cannot hold the bytes its name says: empty though they are not, or
+    (small files, cheap to read) not hashing to its name. False when it is missing."""
+    try:
+        if size is None:
+            size = path.stat().st_size
+        if size == 0:
+            return digest != EMPTY_SHA256
+        if size > HASHED_ON_USE:
+            return False
+        return hashlib.sha256(path.read_bytes()).hexdigest() != digest
+    except FileNotFoundError:
+        return False
+
+
+def write_deterministic_tar(root: Path, out: IO[bytes], *, max_bytes: int | None = None) -> None:
     """Write ``root``'s tree as a tar whose bytes depend only on names, modes and contents.
 
-    Symlinks are kept as links; sockets, fifos and devices are skipped.
+    Symlinks are kept as links (never followed); sockets, fifos and devices are skipped. A file
+    with more links than the tree holds (a hard link to a file outside) is refused, as are files
+    adding up to more than ``max_bytes``.
     """
+    inside: dict[tuple[int, int], int] = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                key = (st.st_dev, st.st_ino)
+                inside[key] = inside.get(key, 0) + 1
+    total = 0
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
@@ -337,47 +420,174 @@ def write_deterministic_tar(root: Path, out: IO[bytes]) -> None:
                 elif stat.S_ISDIR(st.st_mode):
                     tar.addfile(_tarinfo(arc, st, tarfile.DIRTYPE))
                 elif stat.S_ISREG(st.st_mode):
+                    if st.st_nlink > inside.get((st.st_dev, st.st_ino), 1):
+                        raise ArtifactError(f"output file {arc!r} is a hard link to a file "
+                                            "outside the output")
+                    total += st.st_size
+                    if max_bytes is not None and total > max_bytes:
+                        raise OutputTooLarge(f"output limit of {max_bytes} bytes exceeded")
                     info = _tarinfo(arc, st, tarfile.REGTYPE)
                     info.size = st.st_size
-                    with full.open("rb") as f:
+                    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+                    with os.fdopen(fd, "rb") as f:
                         tar.addfile(info, f)
             # os.walk lists symlinks to directories among dirnames but does not descend them.
 
 
-def _check_member(member: tarfile.TarInfo) -> None:
+def _check_name(member: tarfile.TarInfo) -> PurePosixPath:
     name = member.name
-    parts = PurePosixPath(name).parts
     if name.startswith("/") or os.path.isabs(name):
         raise UnsafeArchive(f"archive member {name!r} has an absolute path")
-    if ".." in parts:
+    if "\0" in name:
+        raise UnsafeArchive("archive member name holds a NUL byte")
+    rel = PurePosixPath(*[p for p in PurePosixPath(name).parts if p != "."])
+    if ".." in rel.parts:
         raise UnsafeArchive(f"archive member {name!r} contains '..'")
-    if member.ischr() or member.isblk() or member.isfifo():
-        raise UnsafeArchive(f"archive member {name!r} is a device or fifo")
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if target.startswith("/"):
-            raise UnsafeArchive(f"archive link {name!r} points to an absolute path {target!r}")
-        base = PurePosixPath(name).parent if member.issym() else PurePosixPath()
-        resolved = os.path.normpath((base / target).as_posix())
-        if resolved == ".." or resolved.startswith("../"):
-            raise UnsafeArchive(f"archive link {name!r} points outside the destination")
+    if member.ischr() or member.isblk() or member.isfifo() or not (
+            member.isreg() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchive(f"archive member {name!r} is a device, fifo or special file")
+    return rel
+
+
+def _real_dir(dest: Path, rel: PurePosixPath, *, create: bool) -> Path:
+    """``dest/rel`` as a real directory: every component a directory, none a symlink (made
+    when missing and ``create``). So nothing is ever written through a link."""
+    here = dest
+    for part in rel.parts:
+        here = here / part
+        try:
+            st = here.lstat()
+        except FileNotFoundError:
+            if not create:
+                raise
+            here.mkdir(mode=0o755)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UnsafeArchive(f"archive path {rel.as_posix()!r} passes through a symlink")
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeArchive(f"archive path {rel.as_posix()!r} passes through a file")
+    return here
+
+
+def _data_mode(mode: int, *, is_dir: bool) -> int:
+    """Permission bits as tarfile's "data" filter keeps them: no setuid/setgid/sticky, no write
+    for group and others, always readable and writable (and, for a dir, searchable) by owner."""
+    mode = stat.S_IMODE(mode) & 0o755
+    return mode | (0o700 if is_dir else 0o600)
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _check_link(m: tarfile.TarInfo, rel: PurePosixPath, top: str,
+                earlier: set[PurePosixPath]) -> None:
+    """A link member's target, checked by its name (before anything is written)."""
+    link = m.linkname
+    if m.issym():
+        if link.startswith("/"):
+            raise UnsafeArchive(f"archive link {m.name!r} points to an absolute path {link!r}")
+        lexical = os.path.normpath(os.path.join(top, *rel.parent.parts, link))
+        if not _inside(lexical, top):
+            raise UnsafeArchive(f"archive link {m.name!r} points outside the destination "
+                                f"({link!r})")
+    elif m.islnk():
+        if link.startswith("/") or ".." in PurePosixPath(link).parts:
+            raise UnsafeArchive(f"archive hard link {m.name!r} points outside the destination "
+                                f"({link!r})")
+        if _check_name(tarfile.TarInfo(link)) not in earlier:
+            raise UnsafeArchive(f"archive member {m.name!r} links to {link!r}, which is not an "
+                                "earlier file of the archive")
 
 
 def safe_extract(fileobj: IO[bytes], dest: Path) -> None:
-    """Extract a tar stream into ``dest``: no absolute paths, no ``..``, no links escaping ``dest``
-    (checked on the real, resolved paths as well), no devices. Raises UnsafeArchive."""
+    """Extract a tar stream into ``dest``, member by member, never following a link.
+
+    Refused (UnsafeArchive), with nothing of the archive left in ``dest``: absolute names,
+    ``..``, devices and fifos; a member under a symlink (an earlier member) or replacing
+    another; a symlink whose target leaves ``dest``, by its name or, once every member is in
+    place, through the other links (a chain resolved through a later link); a hard link to
+    anything but an earlier regular file of the archive (it is copied).
+    """
     dest.mkdir(parents=True, exist_ok=True)
+    top = os.path.realpath(dest)
+    before = set(os.listdir(dest))
     try:
         with tarfile.open(fileobj=fileobj, mode="r:") as tar:
             members = tar.getmembers()
+            named: list[tuple[tarfile.TarInfo, PurePosixPath]] = []
+            regular: set[PurePosixPath] = set()
             for m in members:
-                _check_member(m)
+                rel = _check_name(m)
+                _check_link(m, rel, top, regular)
+                if m.isreg():
+                    regular.add(rel)
+                named.append((m, rel))
             try:
-                tar.extractall(dest, members=members, filter="data")
-            except tarfile.FilterError as exc:
-                raise UnsafeArchive(f"unsafe archive member: {exc}") from exc
+                _extract_members(tar, named, dest, top)
+            except BaseException:
+                for name in set(os.listdir(dest)) - before:
+                    _remove_entry(dest / name)
+                raise
     except tarfile.TarError as exc:
         raise ArtifactError(f"not a valid tar archive: {exc}") from exc
+
+
+def _remove_entry(path: Path) -> None:
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _extract_members(tar: tarfile.TarFile, named: list[tuple[tarfile.TarInfo, PurePosixPath]],
+                     dest: Path, top: str) -> None:
+    links: list[Path] = []
+    for m, rel in named:
+        if not rel.parts:
+            continue
+        parent = _real_dir(dest, rel.parent, create=True)
+        target = parent / rel.name
+        if m.isdir():
+            if target.is_symlink() or (target.exists() and not target.is_dir()):
+                raise UnsafeArchive(f"archive member {m.name!r} replaces another")
+            target.mkdir(mode=0o755, exist_ok=True)
+            os.chmod(target, _data_mode(m.mode, is_dir=True))
+            continue
+        if os.path.lexists(target):
+            raise UnsafeArchive(f"archive member {m.name!r} replaces another")
+        if m.issym():
+            os.symlink(m.linkname, target)
+            links.append(target)
+        elif m.islnk():
+            src = _check_name(tarfile.TarInfo(m.linkname))
+            try:
+                from_dir = _real_dir(dest, src.parent, create=False)
+            except FileNotFoundError:
+                raise UnsafeArchive(f"archive member {m.name!r} links to a missing file") from None
+            _copy_nofollow(from_dir / src.name, target)
+        else:
+            data = tar.extractfile(m)
+            mode = _data_mode(m.mode, is_dir=False)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "wb") as out:
+                if data is not None:
+                    shutil.copyfileobj(data, out, CHUNK)
+            os.chmod(target, mode)
+    for link in links:
+        if not _inside(os.path.realpath(link), top):
+            raise UnsafeArchive(f"archive link {link.relative_to(dest).as_posix()!r} resolves "
+                                "outside the destination")
+
+
+def _copy_nofollow(src: Path, dst: Path) -> None:
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        out_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         stat.S_IMODE(mode))
+        with os.fdopen(out_fd, "wb") as out:
+            shutil.copyfileobj(f, out, CHUNK)
 
 
 @contextlib.contextmanager

@@ -46,7 +46,7 @@ from executors.base import (
     safe_name,
     utcnow,
 )
-from executors.capture import OutputCapture
+from executors.capture import WATCH_SECONDS, OutputCapture, tree_size
 from executors.docker_engine import (
     EngineError,
     EngineUnavailable,
@@ -65,8 +65,14 @@ T = TypeVar("T")
 
 @dataclass
 class _Job:
-    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)  # set by any stop
     container_id: str | None = None
+    limit_error: str | None = None  # a limit the job went past (it is then stopped)
+
+    def stop(self, error: str) -> None:
+        if self.limit_error is None:
+            self.limit_error = error
+        self.cancelled.set()
 
 
 @dataclass
@@ -173,7 +179,10 @@ class DockerExecutor:
         loop = asyncio.get_running_loop()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         job_dir = Path(tempfile.mkdtemp(dir=self.work_dir, prefix=f"{safe_name(spec.job_id)}-"))
-        capture = OutputCapture(self.store, spec.job_id, _threadsafe_sink(loop, on_log))
+        capture = OutputCapture(
+            self.store, spec.job_id, _threadsafe_sink(loop, on_log),
+            limit=spec.limits.output_bytes,
+            on_exceeded=lambda error: loop.call_soon_threadsafe(job.stop, error))
         launched: _Launched | None = None
         pump: asyncio.Future[None] | None = None
         removed = False
@@ -190,9 +199,23 @@ class DockerExecutor:
 
             pump = loop.run_in_executor(self._pool, self._pump, launched.sock, capture,
                                         spec.stdin)
-            outcome, error = await self._await_exit(spec, job, launched, pump)
-            exit_code, outputs = await self._call(self._collect, launched, capture)
-            removed = True  # auto-removed: the wait was for "removed"
+            watcher = None
+            if spec.limits.output_bytes is not None and launched.prepared.outputs:
+                watcher = asyncio.ensure_future(self._watch(spec, job, launched.prepared))
+            try:
+                outcome, error = await self._await_exit(spec, job, launched, pump)
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+            exit_code, oom, outputs, output_error = await self._call(
+                self._collect, spec, job, launched, capture)
+            removed = _auto_remove(spec)  # auto-removed: the wait was for "removed"
+            if outcome is None and oom:
+                outcome = JobOutcome.FAILED
+                error = (f"killed for using more than its memory limit of "
+                         f"{spec.limits.memory_bytes} bytes")
+            if outcome is None and output_error is not None:
+                outcome, error = JobOutcome.FAILED, output_error
             if outcome is None:
                 outcome = JobOutcome.COMPLETED if exit_code == 0 else JobOutcome.FAILED
                 error = None if exit_code == 0 else capture.exit_error(exit_code)
@@ -228,8 +251,12 @@ class DockerExecutor:
             cancel_wait.cancel()
         if pump in done:
             pump.result()
+            if job.limit_error is not None:  # went past a limit as it ended
+                return JobOutcome.FAILED, job.limit_error
             return None, None
-        if job.cancelled.is_set():
+        if job.limit_error is not None:
+            outcome, error = JobOutcome.FAILED, job.limit_error
+        elif job.cancelled.is_set():
             outcome, error = JobOutcome.CANCELLED, "cancelled"
         else:
             outcome, error = JobOutcome.TIMED_OUT, f"timed out after {spec.timeout:g}s"
@@ -243,6 +270,18 @@ class DockerExecutor:
                 await pump
         return outcome, error
 
+    async def _watch(self, spec: JobSpec, job: _Job, prepared: _Prepared) -> None:
+        """Stop the job once an output mount holds more than the output limit."""
+        limit = spec.limits.output_bytes
+        assert limit is not None
+        while not job.cancelled.is_set():
+            await asyncio.sleep(WATCH_SECONDS)
+            for path, host_dir in prepared.outputs:
+                size = await asyncio.to_thread(tree_size, host_dir)
+                if size is None or size > limit:
+                    job.stop(f"output limit of {limit} bytes exceeded on output mount {path}")
+                    return
+
     # -- blocking steps (worker threads) -----------------------------------------------------
     def _launch(self, spec: JobSpec, job: _Job, job_dir: Path) -> _Launched:
         """Inputs in place, container created (image pulled if missing), attached, a wait for
@@ -254,7 +293,8 @@ class DockerExecutor:
         try:
             sock = self._attach(api, job.container_id, spec.stdin is not None)
             waiter = self._begin_wait(api, job.container_id,
-                                      spec.timeout + self.kill_timeout + 60)
+                                      spec.timeout + self.kill_timeout + 60,
+                                      "removed" if _auto_remove(spec) else "next-exit")
             self._start(api, job.container_id)
         except BaseException:
             if sock is not None:
@@ -264,15 +304,27 @@ class DockerExecutor:
             raise
         return _Launched(api, prepared, sock, waiter)
 
-    def _collect(self, launched: _Launched,
-                 capture: OutputCapture) -> tuple[int, dict[str, ArtifactRef]]:
-        """The exit code (once the container is gone) and every output as an artifact."""
+    def _collect(self, spec: JobSpec, job: _Job, launched: _Launched,
+                 capture: OutputCapture) -> tuple[int, bool, dict[str, ArtifactRef], str | None]:
+        """The exit code (once the container exited), whether it was killed for memory, every
+        output as an artifact, and the error of an output over its limit."""
         with map_docker_errors("wait"):
             status = launched.waiter.json()
+        oom = False
+        if not _auto_remove(spec) and job.container_id is not None:
+            with contextlib.suppress(EngineError):
+                with map_docker_errors("inspect container"):
+                    state = launched.api.inspect_container(job.container_id).get("State", {})
+                oom = bool(state.get("OOMKilled"))
         outputs = capture.finish()
+        error = None
         for path, host_dir in launched.prepared.outputs:
-            outputs[f"MOUNT:{path}"] = self.store.put_dir(host_dir)
-        return int(status.get("StatusCode", -1)), outputs
+            try:
+                outputs[f"MOUNT:{path}"] = self.store.put_dir(
+                    host_dir, max_bytes=spec.limits.output_bytes, within=host_dir)
+            except ArtifactError as exc:
+                error = error or one_line(f"output mount {path}: {exc}")
+        return int(status.get("StatusCode", -1)), oom, outputs, error
 
     def _prepare(self, spec: JobSpec, job_dir: Path) -> _Prepared:
         mounts: list[Mount] = []
@@ -327,8 +379,11 @@ class DockerExecutor:
         assert isinstance(target, DockerTarget)
         stdin = spec.stdin is not None
         with map_docker_errors(f"create container from {target.image}"):
-            # auto_remove: the engine removes the container as it exits (as `docker run --rm`).
-            host_config = api.create_host_config(mounts=prepared.mounts, auto_remove=True)
+            # auto_remove: the engine removes the container as it exits (as `docker run --rm`);
+            # not with a memory limit, whose OOM kill is read from the exited container.
+            host_config = api.create_host_config(mounts=prepared.mounts,
+                                                 auto_remove=_auto_remove(spec),
+                                                 **limit_options(spec))
             created = api.create_container(
                 target.image,
                 command=self._command(api, spec),
@@ -361,13 +416,14 @@ class DockerExecutor:
         with map_docker_errors("attach"):
             return api.attach_socket(container_id, params=params)
 
-    def _begin_wait(self, api: docker.APIClient, container_id: str, timeout: float) -> Any:
+    def _begin_wait(self, api: docker.APIClient, container_id: str, timeout: float,
+                    condition: str = "removed") -> Any:
         """Open a wait for the container's removal; returns once the engine has registered it
         (it sends the headers at once), so the exit cannot be missed. The body, read later, holds
         the exit code."""
         with map_docker_errors("wait"):
             res = api._post(api._url("/containers/{0}/wait", container_id),
-                            params={"condition": "removed"}, stream=True, timeout=timeout)
+                            params={"condition": condition}, stream=True, timeout=timeout)
             api._raise_for_status(res)
         return res
 
@@ -410,6 +466,8 @@ class DockerExecutor:
                 break
             for stream, payload in decoder.feed(data):
                 capture.feed(stream, payload)
+            # Past the output limit the capture drops what comes; the stream is still drained
+            # (an unread attach stream holds up the engine's kill) until the container is gone.
         if feeder is not None:
             feeder.join(self.kill_timeout)
 
@@ -424,6 +482,27 @@ class DockerExecutor:
             raw.shutdown(socket.SHUT_WR)
         except (OSError, ArtifactError) as exc:  # the container stopped reading, or was killed
             log.debug("stdin feed ended: %s", exc)
+
+
+def _auto_remove(spec: JobSpec) -> bool:
+    return spec.limits.memory_bytes is None
+
+
+def limit_options(spec: JobSpec) -> dict[str, Any]:
+    """The container's host config for the job's limits and isolation: memory (no swap
+    beyond it), CPU, pids, no network when it may have none, no privilege gained by exec."""
+    limits = spec.limits
+    opts: dict[str, Any] = {"security_opt": ["no-new-privileges"]}
+    if limits.memory_bytes is not None:
+        opts["mem_limit"] = limits.memory_bytes
+        opts["memswap_limit"] = limits.memory_bytes
+    if limits.cpus is not None:
+        opts["nano_cpus"] = int(limits.cpus * 1e9)
+    if limits.pids is not None:
+        opts["pids_limit"] = limits.pids
+    if not spec.isolation.network:
+        opts["network_mode"] = "none"
+    return opts
 
 
 def _raw_socket(sock: Any) -> socket.socket:

@@ -32,13 +32,17 @@ class LocalExecutor:
 
     def __init__(self, store: ArtifactStore, work_dir: Path, *, owner: str,
                  docker_host: str | None = None, kill_grace: float = 5.0,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, data_dir: Path | None = None,
+                 sandbox: bool = True) -> None:
+        """``data_dir``: the node's, which no job may see; ``sandbox``: False runs standalone
+        jobs unsandboxed (an explicit setting)."""
         self.store = store
         self.docker = DockerExecutor(store, Path(work_dir) / "docker", owner=owner,
                                      docker_host=docker_host, kill_timeout=max(kill_grace, 5.0),
                                      labels=labels)
         self.standalone = StandaloneExecutor(store, Path(work_dir) / "standalone",
-                                             kill_grace=kill_grace)
+                                             kill_grace=kill_grace, data_dir=data_dir,
+                                             sandbox=sandbox)
         self._tasks: dict[str, asyncio.Task[JobResult]] = {}
         self._cleanup: asyncio.Future[None] | None = None
 

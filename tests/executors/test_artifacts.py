@@ -227,3 +227,96 @@ def test_an_aborted_write_leaves_nothing(store: ArtifactStore) -> None:
         w.abort()
         assert not store.has(hashlib.sha256(b"".join(pieces)).hexdigest())
     assert list(store.tmp_dir.iterdir()) == []
+
+
+def _links_tar(links: list[tuple[str, str]], then: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+        for name, data in then:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("links", [
+    [("a", "."), ("a/b", ".."), ("x", "a/b/../../etc")],
+    [("x", "a/../.."), ("a", ".")],  # resolved through a later link
+    [("a", "."), ("x", "a/..")],
+])
+def test_symlink_chains_never_lead_out(store: ArtifactStore, tmp_path: Path,
+                                       links: list[tuple[str, str]]) -> None:
+    dest = tmp_path / "box" / "dest"
+    ref = store.put_bytes(_links_tar(links, [("x/marker", b"pwned")]), kind=ArtifactKind.TAR)
+    with pytest.raises(UnsafeArchive):
+        store.materialize(ref, dest)
+    assert list(dest.iterdir()) == []  # nothing of the archive left
+    assert [p for p in tmp_path.rglob("marker")] == []
+    # The same chain without the write: refused once every link is in place.
+    only = store.put_bytes(_links_tar(links, []), kind=ArtifactKind.TAR)
+    with pytest.raises(UnsafeArchive):
+        store.materialize(only, dest)
+    assert list(dest.iterdir()) == []
+
+
+def test_hard_link_to_outside_refused(store: ArtifactStore, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("h")
+        info.type, info.linkname = tarfile.LNKTYPE, "etc/passwd"
+        tar.addfile(info)
+    ref = store.put_bytes(buf.getvalue(), kind=ArtifactKind.TAR)
+    with pytest.raises(UnsafeArchive, match="earlier file"):
+        store.extract_tar(ref, tmp_path / "d")
+
+
+def test_put_dir_follows_no_link_out(store: ArtifactStore, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"top-secret")
+    job = tmp_path / "job"
+    (job / "out").mkdir(parents=True)
+    (job / "out" / "ln").symlink_to(secret)
+    os.link(secret, job / "out" / "hard")
+    with pytest.raises(ArtifactError, match="hard link"):
+        store.put_dir(job / "out", within=job)
+    (job / "out" / "hard").unlink()
+    ref = store.put_dir(job / "out", within=job)
+    assert b"top-secret" not in store.read_bytes(ref)
+    (job / "alias").symlink_to(tmp_path)
+    with pytest.raises(ArtifactError):
+        store.put_dir(job / "alias", within=job)  # the dir itself is a link
+    with pytest.raises(ArtifactError, match="outside"):
+        store.put_dir(tmp_path / "job" / "..", within=job)
+    with pytest.raises(ArtifactError, match="output limit"):
+        (job / "out" / "big").write_bytes(b"x" * 2000)
+        store.put_dir(job / "out", max_bytes=1000, within=job)
+
+
+def test_damaged_artifacts_are_refused_and_removed(store: ArtifactStore) -> None:
+    small = store.put_bytes(b"hello world")
+    big = store.put_bytes(b"y" * (1 << 20))
+    for ref in (small, big):
+        path = store.path(ref.sha256)
+        path.chmod(0o644)
+        path.write_bytes(b"")  # what a power loss can leave
+    for ref in (small, big):
+        with pytest.raises(ArtifactError, match="damaged"):
+            store.read_bytes(ref)
+        assert not store.path(ref.sha256).exists()
+    truncated = store.put_bytes(b"z" * (1 << 20))
+    path = store.path(truncated.sha256)
+    path.chmod(0o644)
+    path.write_bytes(b"z" * 1000)
+    with pytest.raises(ArtifactError, match="damaged"):
+        store.open(truncated)
+    flipped = store.put_bytes(b"abc")
+    store.path(flipped.sha256).chmod(0o644)
+    store.path(flipped.sha256).write_bytes(b"abd")
+    assert store.has(flipped.sha256) is False  # small: hashed on use
+    assert store.keep(small.sha256) is False
+    again = store.put_bytes(b"hello world")  # stored anew once found damaged
+    assert store.read_bytes(again) == b"hello world"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import tarfile
 import tempfile
 from pathlib import Path
@@ -26,6 +27,21 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def sleeper() -> str:
+    """A sleep duration no other process on the host uses: it names the job's child (whose pid
+    inside the job's PID namespace says nothing to the host)."""
+    return f"{random.randrange(10**6, 10**7)}"
+
+
+def sleeping(duration: str) -> list[int]:
+    """Host pids of live ``sleep <duration>`` processes."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if p.info["cmdline"] == ["sleep", duration] and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p.pid)
+    return found
 
 
 def tar_members(store: ArtifactStore, ref) -> dict[str, bytes | None]:
@@ -112,33 +128,36 @@ async def test_working_directory(standalone_exec: StandaloneExecutor, store: Art
 async def test_timeout_kills_whole_group(standalone_exec: StandaloneExecutor,
                                          store: ArtifactStore) -> None:
     # The shell ignores SIGTERM (SIGKILL follows the grace period); its child sleeps on.
+    child = sleeper()
     result = await standalone_exec.run(JobSpec(
-        "slow", sh("trap '' TERM; sleep 120 & echo $!; sleep 120"), timeout=0.5))
+        "slow", sh(f"trap '' TERM; sleep {child} & echo $!; sleep 120"), timeout=0.5))
     assert result.outcome == JobOutcome.TIMED_OUT
     assert result.error == "timed out after 0.5s"
     assert result.exit_code == 137
-    child = int(store.read_bytes(result.outputs["STDOUT"]))
-    assert gone(child)
+    assert store.read_bytes(result.outputs["STDOUT"]).strip().isdigit()
+    assert sleeping(child) == []
 
 
 async def test_background_child_killed_after_exit(standalone_exec: StandaloneExecutor,
                                                   store: ArtifactStore) -> None:
-    result = await standalone_exec.run(JobSpec("bg", sh("sleep 120 >/dev/null & echo $!")))
+    child = sleeper()
+    result = await standalone_exec.run(JobSpec("bg", sh(f"sleep {child} >/dev/null & echo $!")))
     assert result.outcome == JobOutcome.COMPLETED
-    assert gone(int(store.read_bytes(result.outputs["STDOUT"])))
+    assert sleeping(child) == []
 
 
 async def test_cancel_mid_run(standalone_exec: StandaloneExecutor, store: ArtifactStore) -> None:
     ready = asyncio.Event()
+    child = sleeper()
     task = asyncio.ensure_future(standalone_exec.run(
-        JobSpec("to-cancel", sh("sleep 120 & echo $!; sleep 120")),
+        JobSpec("to-cancel", sh(f"sleep {child} & echo $!; sleep 120")),
         on_log=lambda *_: ready.set()))
     await asyncio.wait_for(ready.wait(), 30)
     assert standalone_exec.running == ["to-cancel"]
     assert await standalone_exec.cancel("to-cancel") is True
     result = await asyncio.wait_for(task, 30)
     assert result.outcome == JobOutcome.CANCELLED and result.error == "cancelled"
-    assert gone(int(store.read_bytes(result.outputs["STDOUT"])))
+    assert sleeping(child) == []
     assert await standalone_exec.cancel("to-cancel") is False
 
 
