@@ -13,6 +13,10 @@ Two paths, both asked for over the authenticated QUIC connection:
 
 Either way the receiver writes to a temporary file beside the destination, hashes while it
 writes, and renames only when size and hash match.
+
+The TCP port is open to anyone, so the server serves at most ``max_connections`` at once (a
+connection over that is closed at once, before TLS), and a connection has ``auth_timeout``
+seconds in all to finish TLS and present its token.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ CHUNK = 1024 * 1024
 TOKEN_BYTES = 32
 TOKEN_TTL = 30.0
 CONNECT_TIMEOUT = 5.0
+MAX_CONNECTIONS = 32
+AUTH_TIMEOUT = 5.0
+# A granted transfer whose reader takes nothing for this long is dropped.
+SEND_STALL_TIMEOUT = 30.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -98,11 +106,17 @@ class BulkServer:
     """The TLS-over-TCP side that serves armed tokens. Threads with blocking sockets: the
     copy loop is then bounded by TLS and the disk, not by the event loop."""
 
-    def __init__(self, *, cert_path: Path, key_path: Path) -> None:
+    def __init__(self, *, cert_path: Path, key_path: Path,
+                 max_connections: int = MAX_CONNECTIONS,
+                 auth_timeout: float = AUTH_TIMEOUT) -> None:
         self._ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._ctx.load_cert_chain(str(cert_path), str(key_path))
         self._grants: dict[bytes, _Grant] = {}
         self._lock = threading.Lock()
+        self.max_connections = max_connections
+        self.auth_timeout = auth_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -155,17 +169,35 @@ class BulkServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), name="bulk-send",
-                             daemon=True).start()
+            if not self._slots.acquire(blocking=False):
+                # Every slot busy: close at once rather than queue a stranger's connection.
+                self.refused += 1
+                with contextlib.suppress(OSError):
+                    conn.close()
+                continue
+            try:
+                threading.Thread(target=self._serve, args=(conn,), name="bulk-send",
+                                 daemon=True).start()
+            except RuntimeError:
+                self._slots.release()
+                conn.close()
 
     def _serve(self, raw: socket.socket) -> None:
-        raw.settimeout(30)
         try:
+            self._serve_one(raw)
+        finally:
+            self._slots.release()
+
+    def _serve_one(self, raw: socket.socket) -> None:
+        deadline = time.monotonic() + self.auth_timeout
+        try:
+            raw.settimeout(self.auth_timeout)
             with self._ctx.wrap_socket(raw, server_side=True) as tls:
-                token = _recv_exact(tls, TOKEN_BYTES)
+                token = _recv_exact(tls, TOKEN_BYTES, deadline=deadline)
                 grant = self._take(token) if token is not None else None
                 if grant is None:
                     return
+                tls.settimeout(SEND_STALL_TIMEOUT)
                 with grant.path.open("rb") as fh:
                     while chunk := fh.read(CHUNK):
                         tls.sendall(chunk)
@@ -177,9 +209,14 @@ class BulkServer:
             raw.close()
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exact(sock: socket.socket, n: int, *, deadline: float) -> bytes | None:
+    """``n`` bytes, or None when the peer ends first; TimeoutError past ``deadline``."""
     buf = bytearray()
     while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no token in time")
+        sock.settimeout(left)
         chunk = sock.recv(n - len(buf))
         if not chunk:
             return None

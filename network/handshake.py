@@ -11,8 +11,9 @@ QUIC connection: original destination connection id and the server's certificate
 
 ``signature_x`` is the Ed25519 signature, by that side's identity key, of
 ``CONTEXT | role | B | nonce_c | nonce_s | client key | server key``. A peer id that is not the
-SHA-1 of its key, a bad signature, a peer id other than the one dialled, or a blacklisted peer ends
-the exchange with ``HandshakeFailed``; the glue then closes the connection.
+SHA-1 of its key, a bad signature, a peer id other than the one dialled, a blacklisted peer, or a
+peer the host refuses for now (``refusal``, e.g. over its connection cap) ends the exchange with
+``HandshakeFailed`` and a named reason; the glue then closes the connection.
 """
 
 from __future__ import annotations
@@ -82,15 +83,18 @@ class _Reject(Exception):
 
 
 class Handshake:
-    """One side of the exchange. ``is_blacklisted`` is asked about the remote peer id."""
+    """One side of the exchange. ``is_blacklisted`` is asked about the remote peer id, and
+    ``refusal`` gives the reason it may not connect now (None: it may)."""
 
     def __init__(self, identity: Identity, *, is_client: bool, binding: bytes,
                  is_blacklisted: Callable[[str], bool] = lambda _peer: False,
-                 expected_peer_id: str | None = None, nonce: bytes | None = None) -> None:
+                 expected_peer_id: str | None = None, nonce: bytes | None = None,
+                 refusal: Callable[[str], str | None] = lambda _peer: None) -> None:
         self.identity = identity
         self.is_client = is_client
         self.binding = binding
         self.is_blacklisted = is_blacklisted
+        self.refusal = refusal
         self.expected_peer_id = expected_peer_id
         self.nonce = nonce if nonce is not None else os.urandom(NONCE_BYTES)
         if len(self.nonce) != NONCE_BYTES:
@@ -194,6 +198,9 @@ class Handshake:
             raise _Reject("the peer presented our own identity")
         if self.is_blacklisted(peer_id):
             raise _Reject("peer is blacklisted")
+        refused = self.refusal(peer_id)
+        if refused:
+            raise _Reject(refused)
         self.peer_id, self.peer_key, self._peer_nonce = peer_id, key, nonce
 
     def _check_signature(self, data: dict[str, object], role: bytes) -> None:

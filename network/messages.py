@@ -8,11 +8,18 @@ On a request stream the requester sends one envelope of the request's type; the 
 zero or more ``event`` envelopes (progress, log lines, state changes) and then exactly one
 ``response`` or ``error`` envelope carrying the same ``request_id``. A ``bulk`` envelope is a
 header frame after which the stream carries raw bytes (see ``network.bulk``).
+
+A peer is a stranger: a length prefix over the frame limit is refused before its body is read,
+and a body with a number that is not finite (``NaN``, ``Infinity``, ``1e999``), nesting past the
+interpreter's recursion limit, or an envelope field of the wrong kind or size is a
+``MessageError``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 import time
 import uuid
@@ -22,6 +29,8 @@ from typing import Any
 VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+MAX_ID_CHARS = 128
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 
 # Envelope types that answer a request.
 RESPONSE = "response"
@@ -67,6 +76,8 @@ class Envelope:
         kind = doc.get("type")
         if not isinstance(kind, str) or not kind:
             raise MessageError("envelope has no type")
+        if not _TYPE.match(kind):
+            raise MessageError(f"envelope type {kind[:64]!r} is not a message type name")
         version = doc.get("version")
         if version != VERSION:
             raise MessageError(f"unsupported envelope version {version!r} (expected {VERSION})")
@@ -78,8 +89,14 @@ class Envelope:
         stamp = doc.get("timestamp", 0.0)
         if not isinstance(request_id, str) or not isinstance(source, str):
             raise MessageError(f"envelope '{kind}' request_id and source_peer_id must be strings")
+        if len(request_id) > MAX_ID_CHARS or len(source) > MAX_ID_CHARS:
+            raise MessageError(f"envelope '{kind}' request_id and source_peer_id must be at "
+                               f"most {MAX_ID_CHARS} characters")
         if isinstance(stamp, bool) or not isinstance(stamp, int | float):
             raise MessageError(f"envelope '{kind}' timestamp must be a number")
+        if not math.isfinite(stamp) or stamp < 0:
+            raise MessageError(f"envelope '{kind}' timestamp must be a finite, non-negative "
+                               "number")
         return cls(kind, data, request_id, source, float(stamp), version)
 
 
@@ -96,10 +113,23 @@ def encode(envelope: Envelope, *, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
+def _refuse_constant(name: str) -> Any:
+    raise MessageError(f"frame holds {name}: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MessageError(f"frame holds {text[:32]}: numbers must be finite")
+    return value
+
+
 def decode_body(body: bytes) -> Envelope:
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+        doc = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except MessageError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MessageError(f"frame is not valid JSON: {exc}") from exc
     return Envelope.from_dict(doc)
 

@@ -3,6 +3,12 @@
 Everything protocol-shaped lives elsewhere (``network.handshake``, ``network.messages``); this
 module only moves bytes between aioquic streams and those state machines, and tells its host
 (the ``PeerTransport``) when a connection is verified, when it closes, and when a stream opens.
+
+What a peer can make a connection hold is bounded here: receive windows that advance only as the
+node reads (``network.quic_flow``), a cap on the streams it may open at once, an admission check
+by the host before and at the identity exchange, and ``drain`` for writers that must wait for a
+peer that reads slowly. A stream whose request has been read is switched to discarding, so what
+a peer sends after it is never buffered.
 """
 
 from __future__ import annotations
@@ -19,21 +25,26 @@ from typing import Any, Protocol
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.asyncio import serve as quic_serve
+from aioquic.asyncio.protocol import QuicStreamAdapter
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.events import ConnectionTerminated, QuicEvent
+from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from network.handshake import Handshake, HandshakeFailed, PeerVerified
 from network.identity import Identity
+from network.limits import TransportLimits
+from network.quic_flow import CountingReader, FlowControlledConnection
 
 log = logging.getLogger("remote_network.quic")
 # aioquic logs every connection's version and ALPN negotiation at INFO; keep its warnings only.
 logging.getLogger("quic").setLevel(logging.WARNING)
 
 ALPN = "remote-network-p2p"
-WINDOW = 16 * 1024 * 1024
+# Application error codes on a stream this node gives up (STOP_SENDING / RESET_STREAM).
+STREAM_REFUSED = 0x101
+STREAM_STALLED = 0x102
 
 
 class ConnectionHost(Protocol):
@@ -42,6 +53,8 @@ class ConnectionHost(Protocol):
     identity: Identity
 
     def is_blacklisted(self, peer_id: str) -> bool: ...
+    def admit(self, conn: PeerConnection) -> str | None: ...
+    def refusal(self, conn: PeerConnection, peer_id: str) -> str | None: ...
     def connection_verified(self, conn: PeerConnection) -> None: ...
     def connection_lost(self, conn: PeerConnection) -> None: ...
     def stream_opened(self, conn: PeerConnection, reader: asyncio.StreamReader,
@@ -49,10 +62,11 @@ class ConnectionHost(Protocol):
 
 
 def configuration(*, is_client: bool, cert_path: Path, key_path: Path,
-                  idle_timeout: float) -> QuicConfiguration:
+                  idle_timeout: float, limits: TransportLimits | None = None) -> QuicConfiguration:
+    limits = limits or TransportLimits()
     config = QuicConfiguration(alpn_protocols=[ALPN], is_client=is_client,
-                               idle_timeout=idle_timeout, max_data=4 * WINDOW,
-                               max_stream_data=WINDOW)
+                               idle_timeout=idle_timeout, max_data=limits.connection_window,
+                               max_stream_data=limits.stream_window)
     if is_client:
         # Self-signed per node: who the peer is gets proved by the identity exchange, which
         # also binds the certificate actually seen into both signatures.
@@ -70,7 +84,10 @@ class PeerConnection(QuicConnectionProtocol):
     """One QUIC connection to a peer, verified by the identity exchange before any other use."""
 
     def __init__(self, quic: QuicConnection, stream_handler: Any = None, *,
-                 host: ConnectionHost, handshake_timeout: float) -> None:
+                 host: ConnectionHost, handshake_timeout: float,
+                 limits: TransportLimits | None = None) -> None:
+        self.limits = limits or TransportLimits()
+        self._flow = FlowControlledConnection.adopt(quic, self.limits)
         super().__init__(quic, stream_handler=self._on_stream)
         self.host = host
         self.handshake_timeout = handshake_timeout
@@ -84,6 +101,10 @@ class PeerConnection(QuicConnectionProtocol):
         self.verified.add_done_callback(_consume)
         self._first_stream = True
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Set after each batch of packets: writers waiting in ``drain`` look again.
+        self._progress = asyncio.Event()
+        self._sweep_at = 2 * self.limits.max_incoming_streams
+        self.refused = ""
         if not self.is_client:
             # A client that never starts the identity exchange is not kept around.
             asyncio.get_running_loop().call_later(handshake_timeout, self._expire_unverified)
@@ -113,7 +134,8 @@ class PeerConnection(QuicConnectionProtocol):
         """Run the exchange as the dialling side; returns the verified peer id."""
         machine = Handshake(self.host.identity, is_client=True, binding=self.binding(),
                             is_blacklisted=self.host.is_blacklisted,
-                            expected_peer_id=expected_peer_id)
+                            expected_peer_id=expected_peer_id,
+                            refusal=functools.partial(self.host.refusal, self))
         self._first_stream = False
         reader, writer = await self.create_stream()
         machine.initiate()
@@ -124,7 +146,8 @@ class PeerConnection(QuicConnectionProtocol):
         if self._first_stream and not self.is_client:
             self._first_stream = False
             machine = Handshake(self.host.identity, is_client=False, binding=self.binding(),
-                                is_blacklisted=self.host.is_blacklisted)
+                                is_blacklisted=self.host.is_blacklisted,
+                                refusal=functools.partial(self.host.refusal, self))
             self._spawn(self._run_handshake(machine, reader, writer))
         else:
             self._spawn(self._serve_stream(reader, writer))
@@ -159,6 +182,8 @@ class PeerConnection(QuicConnectionProtocol):
         else:
             with contextlib.suppress(Exception):
                 writer.write_eof()
+        finally:
+            stop_reading(reader)
 
     def _expire_unverified(self) -> None:
         if not self.verified.done():
@@ -204,6 +229,84 @@ class PeerConnection(QuicConnectionProtocol):
             return
         self.host.stream_opened(self, reader, writer)
 
+    # -- bounds ----------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if not self.is_client:
+            self.refused = self.host.admit(self) or ""
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        if self.refused and self.is_open:
+            # Refused at admission: the first packets are processed so the peer can read why.
+            self.close_with(self.refused)
+
+    def transmit(self) -> None:
+        super().transmit()
+        self._progress.set()
+        if len(self._stream_readers) > self._sweep_at:
+            self._sweep_readers()
+
+    def _create_stream(self, stream_id: int) -> tuple[asyncio.StreamReader,
+                                                       asyncio.StreamWriter]:
+        # As aioquic's own, with a reader that reports what the application consumes.
+        adapter = _StreamAdapter(self, stream_id)
+        counting = CountingReader(functools.partial(self._consumed, stream_id))
+        protocol = asyncio.streams.StreamReaderProtocol(counting)
+        writer = asyncio.StreamWriter(adapter, protocol, counting, self._loop)
+        self._stream_readers[stream_id] = counting
+        self._flow.windows.open(stream_id)
+        return counting, writer
+
+    def _consumed(self, stream_id: int, n: int) -> None:
+        self._flow.windows.consumed(stream_id, n)
+        if self.is_open and self._flow.window_update_due(stream_id):
+            self._transmit_soon()
+
+    def _sweep_readers(self) -> None:
+        """Forget the readers of streams QUIC has finished with, once read or discarded."""
+        live = self._quic._streams
+        for stream_id, reader in list(self._stream_readers.items()):
+            done = reader.at_eof() or (isinstance(reader, CountingReader) and reader.discarding)
+            if stream_id not in live and done:
+                del self._stream_readers[stream_id]
+                self._flow.forget_stream(stream_id)
+        self._sweep_at = max(2 * self.limits.max_incoming_streams,
+                             2 * len(self._stream_readers))
+
+    def give_up_stream(self, stream_id: int, error_code: int = STREAM_REFUSED, *,
+                       reset_sending: bool = True) -> None:
+        """Read nothing more from a stream (STOP_SENDING), and unless ``reset_sending`` is
+        False, send nothing more on it either (RESET_STREAM drops what is still queued)."""
+        reader = self._stream_readers.get(stream_id)
+        if isinstance(reader, CountingReader):
+            reader.discard()
+            reader.feed_eof()
+        with contextlib.suppress(Exception):
+            self._quic.stop_stream(stream_id, error_code)
+        if reset_sending:
+            with contextlib.suppress(Exception):
+                self._quic.reset_stream(stream_id, error_code)
+        self._transmit_soon()
+
+    async def drain(self, stream_id: int, *, limit: int | None = None,
+                    timeout: float | None = None) -> None:
+        """Wait until at most ``limit`` bytes written on the stream are unacknowledged.
+
+        A peer that does not read for ``timeout`` seconds loses the stream (ConnectionError)."""
+        limit = self.limits.send_buffer if limit is None else limit
+        timeout = self.limits.send_stall_timeout if timeout is None else timeout
+        try:
+            async with asyncio.timeout(timeout):
+                while self.is_open and self.stream_buffered(stream_id) > limit:
+                    self._progress.clear()
+                    await self._progress.wait()
+        except TimeoutError:
+            self.give_up_stream(stream_id, STREAM_STALLED)
+            raise ConnectionResetError(f"the peer read nothing for {timeout:g}s") from None
+        if not self.is_open:
+            raise ConnectionResetError(self.close_reason or "connection closed")
+
     def close_with(self, reason: str) -> None:
         if self.is_open:
             self.close_reason = self.close_reason or reason
@@ -211,7 +314,11 @@ class PeerConnection(QuicConnectionProtocol):
 
     def quic_event_received(self, event: QuicEvent) -> None:
         super().quic_event_received(event)
-        if isinstance(event, ConnectionTerminated):
+        if isinstance(event, StreamReset):
+            reader = self._stream_readers.get(event.stream_id)
+            if reader is not None:
+                reader.feed_eof()
+        elif isinstance(event, ConnectionTerminated):
             self.close_reason = self.close_reason or event.reason_phrase or "connection closed"
             if not self.verified.done():
                 self.verified.set_exception(ConnectionRefusedError(
@@ -236,6 +343,22 @@ class PeerConnection(QuicConnectionProtocol):
         task.add_done_callback(self._tasks.discard)
 
 
+class _StreamAdapter(QuicStreamAdapter):
+    """aioquic's stream transport, whose ``close`` is safe on a stream already finished or
+    reset (asyncio closes a writer's transport when the writer is collected)."""
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError, RuntimeError):
+            super().close()
+        self._closing = True
+
+
+def stop_reading(reader: asyncio.StreamReader) -> None:
+    """What arrives on this stream from now on is dropped, not buffered."""
+    if isinstance(reader, CountingReader):
+        reader.discard()
+
+
 def _consume(future: asyncio.Future[Any]) -> None:
     """Mark a failed ``verified`` as seen, so asyncio does not log it when nobody awaits it."""
     if not future.cancelled():
@@ -243,13 +366,19 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 
 async def serve(host: str, port: int, config: QuicConfiguration, *, owner: ConnectionHost,
-                handshake_timeout: float) -> QuicServer:
-    factory = functools.partial(PeerConnection, host=owner, handshake_timeout=handshake_timeout)
-    return await quic_serve(host, port, configuration=config, create_protocol=factory)
+                handshake_timeout: float, limits: TransportLimits | None = None,
+                retry: bool = True) -> QuicServer:
+    """Listen for QUIC on UDP. With ``retry`` a new client must first prove it receives at its
+    address (a QUIC Retry round trip), so spoofed sources cannot make the node hold state."""
+    factory = functools.partial(PeerConnection, host=owner, handshake_timeout=handshake_timeout,
+                                limits=limits)
+    return await quic_serve(host, port, configuration=config, create_protocol=factory,
+                            retry=retry)
 
 
 async def dial(host: str, port: int, config: QuicConfiguration, *, owner: ConnectionHost,
-               handshake_timeout: float) -> PeerConnection:
+               handshake_timeout: float, limits: TransportLimits | None = None
+               ) -> PeerConnection:
     """Open a QUIC connection (TLS done, identity exchange not yet run)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=0)
@@ -259,7 +388,8 @@ async def dial(host: str, port: int, config: QuicConfiguration, *, owner: Connec
         local = ("127.0.0.1", 0)
     quic = QuicConnection(configuration=config)
     _, protocol = await loop.create_datagram_endpoint(
-        lambda: PeerConnection(quic, host=owner, handshake_timeout=handshake_timeout),
+        lambda: PeerConnection(quic, host=owner, handshake_timeout=handshake_timeout,
+                               limits=limits),
         local_addr=local)
     conn: PeerConnection = protocol  # type: ignore[assignment]
     conn.peer_address = (str(addr[0]), int(addr[1]))

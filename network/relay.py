@@ -5,7 +5,10 @@ and keeps the session alive (``relay_keepalive``); the session ends when it unre
 that connection is gone, or when the relay's owner disconnects it. Another peer reaches it by
 asking the relay for a tunnel (``relay_tunnel``, see ``network.relay_tunnel``): the relay opens
 a stream to the registered peer (``relay_incoming``) and copies bytes both ways, counting them
-for the session, without reading them (they are QUIC packets, encrypted end to end).
+for the session, without reading them (they are QUIC packets, encrypted end to end). The copy
+waits whenever the receiving end has ``send_buffer`` bytes it has not taken, and the QUIC
+receive windows stop the sending end meanwhile, so a tunnel never makes the relay buffer more
+than a window each way; a tunnel whose receiver takes nothing for ``send_stall_timeout`` ends.
 
 ``RelaySessions`` is the bookkeeping (no I/O, a clock passed in); ``RelayService`` answers the
 messages on a ``PeerTransport``.
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,14 +203,28 @@ class RelayService:
         if task is not None:
             session.tunnels.add(task)
         try:
-            await splice(reader, writer, tail, to_reader, to_writer, session)
+            await splice(reader, writer, tail, to_reader, to_writer, session,
+                         drain_from=_drainer(conn, writer), drain_to=_drainer(client, to_writer))
         finally:
             if task is not None:
                 session.tunnels.discard(task)
 
 
+Drain = Callable[[], Awaitable[None]]
+
+
+def _drainer(conn: quic.PeerConnection, writer: asyncio.StreamWriter) -> Drain:
+    """Waits until the stream of ``writer`` has at most the send buffer unacknowledged."""
+    stream_id = writer.get_extra_info("stream_id")
+    return lambda: conn.drain(stream_id)
+
+
+async def _no_wait() -> None:
+    return None
+
+
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes,
-                count: Callable[[int], None]) -> None:
+                count: Callable[[int], None], drain: Drain) -> None:
     try:
         if first:
             writer.write(first)
@@ -215,6 +232,9 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, firs
         while data := await reader.read(COPY_CHUNK):
             writer.write(data)
             count(len(data))
+            await drain()
+    except ConnectionError as exc:
+        log.info("relay tunnel ended: %s", exc)
     finally:
         with contextlib.suppress(Exception):
             writer.write_eof()
@@ -222,8 +242,10 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, firs
 
 async def splice(from_reader: asyncio.StreamReader, from_writer: asyncio.StreamWriter,
                  first: bytes, to_reader: asyncio.StreamReader, to_writer: asyncio.StreamWriter,
-                 session: Session) -> None:
-    """Copy both ways between the requester's stream and the client's until either ends."""
+                 session: Session, *, drain_from: Drain = _no_wait,
+                 drain_to: Drain = _no_wait) -> None:
+    """Copy both ways between the requester's stream and the client's until either ends;
+    ``drain_*`` wait for the side written to to take what it was sent."""
 
     def to_client(n: int) -> None:
         session.egress_bytes += n
@@ -231,8 +253,8 @@ async def splice(from_reader: asyncio.StreamReader, from_writer: asyncio.StreamW
     def from_client(n: int) -> None:
         session.ingress_bytes += n
 
-    ways = [asyncio.ensure_future(_copy(from_reader, to_writer, first, to_client)),
-            asyncio.ensure_future(_copy(to_reader, from_writer, b"", from_client))]
+    ways = [asyncio.ensure_future(_copy(from_reader, to_writer, first, to_client, drain_to)),
+            asyncio.ensure_future(_copy(to_reader, from_writer, b"", from_client, drain_from))]
     try:
         await asyncio.wait(ways, return_when=asyncio.FIRST_COMPLETED)
     finally:

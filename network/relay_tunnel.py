@@ -17,11 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+from collections.abc import Callable
 from typing import Any
 
 MAX_DATAGRAM = 65535
 _LENGTH = struct.Struct("!H")
 READ_CHUNK = 64 * 1024
+# Bytes a tunnel lets wait for the other end before it drops datagrams.
+DEFAULT_BACKLOG = 4 * 1024 * 1024
 
 
 class TunnelError(Exception):
@@ -59,16 +62,28 @@ class DatagramDecoder:
 
 class StreamDatagramTransport(asyncio.DatagramTransport):
     """Datagrams sent as frames on ``writer``; ``peer`` is the address QUIC sees for the other
-    end (a name for the tunnel, not a socket address)."""
+    end (a name for the tunnel, not a socket address).
 
-    def __init__(self, writer: asyncio.StreamWriter, peer: tuple[str, int]) -> None:
+    ``backlog()`` tells how many bytes written on the stream the other end has not taken yet;
+    over ``limit`` a datagram is dropped, as a full router queue would (QUIC resends what it
+    needs), so a tunnel whose other end stops reading never queues without bound."""
+
+    def __init__(self, writer: asyncio.StreamWriter, peer: tuple[str, int], *,
+                 backlog: Callable[[], int] = lambda: 0,
+                 limit: int = DEFAULT_BACKLOG) -> None:
         super().__init__()
         self._writer = writer
         self._peer = peer
         self._closing = False
+        self._backlog = backlog
+        self._limit = limit
+        self.dropped = 0
 
     def sendto(self, data: bytes, addr: Any = None) -> None:  # type: ignore[override]
         if self._closing:
+            return
+        if self._backlog() > self._limit:
+            self.dropped += 1
             return
         self._writer.write(encode_datagram(bytes(data)))
 

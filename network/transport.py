@@ -9,6 +9,10 @@ A request handler is ``async handler(request: IncomingRequest) -> dict``. It may
 ``request.emit(data)`` any number of times before returning (state changes and log lines of a
 long job); the requester sees those through ``on_event``. Raising ``RequestRejected(msg)`` answers
 with that message as the error.
+
+Every peer is a stranger: ``TransportConfig.limits`` bounds what one may make the node hold
+(receive windows, streams, connections in total, unverified and per peer, send backlogs, the bulk
+channel), and a request that breaks a bound gets a named error or a reset stream, never a buffer.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from network import bulk, quic
 from network.certs import ensure_self_signed
 from network.identity import Identity
+from network.limits import Budget, ConnectionBook, ConnectionRefused, TransportLimits
 from network.messages import (
     BULK,
     ERROR,
@@ -83,6 +88,9 @@ class TransportConfig:
     idle_timeout: float = 30.0
     # The TLS-over-TCP bulk channel; False keeps bulk on QUIC streams only.
     bulk_tcp: bool = True
+    # QUIC Retry (address validation) on the UDP port.
+    retry: bool = True
+    limits: TransportLimits = field(default_factory=TransportLimits)
 
 
 @dataclass
@@ -91,6 +99,7 @@ class IncomingRequest:
     envelope: Envelope
     _writer: asyncio.StreamWriter = field(repr=False)
     _source: str = field(repr=False, default="")
+    _conn: quic.PeerConnection | None = field(repr=False, default=None)
 
     @property
     def type(self) -> str:
@@ -107,6 +116,12 @@ class IncomingRequest:
             self._writer.write(frame)
         except Exception as exc:  # aioquic raises on a closed connection or reset stream
             raise PeerClosed(self.peer_id, "the requester went away") from exc
+        if self._conn is not None:
+            # A requester that does not read its events must not make the node queue them.
+            try:
+                await self._conn.drain(self._writer.get_extra_info("stream_id"))
+            except ConnectionError as exc:
+                raise PeerClosed(self.peer_id, f"the requester stopped reading: {exc}") from exc
         await asyncio.sleep(0)
 
 
@@ -143,6 +158,9 @@ class PeerTransport:
         self.register(bulk.BULK_OFFER, self._on_bulk_offer)
         self.register_stream(RELAY_INCOMING, self._on_relay_incoming)
         self._tunnels = 0
+        self._incoming = ConnectionBook(config.limits)
+        self._request_bytes = Budget(config.limits.request_bytes_total)
+        self._request_budgets: dict[quic.PeerConnection, Budget] = {}
 
     @property
     def peer_id(self) -> str:
@@ -155,9 +173,11 @@ class PeerTransport:
         cert, key = ensure_self_signed(cfg.tls_dir, common_name=f"rn-p2p-{self.peer_id[:16]}",
                                        stem="p2p")
         self._server_config = quic.configuration(is_client=False, cert_path=cert, key_path=key,
-                                                 idle_timeout=cfg.idle_timeout)
+                                                 idle_timeout=cfg.idle_timeout,
+                                                 limits=cfg.limits)
         self._client_config = quic.configuration(is_client=True, cert_path=cert, key_path=key,
-                                                 idle_timeout=cfg.idle_timeout)
+                                                 idle_timeout=cfg.idle_timeout,
+                                                 limits=cfg.limits)
         # A tunnel is a byte stream, not a path with an MTU: its QUIC packets can be large,
         # which makes for far fewer packets (and less work for three QUIC stacks) per byte.
         self._tunnel_client_config = dataclasses.replace(
@@ -165,12 +185,15 @@ class PeerTransport:
         self._tunnel_server_config = dataclasses.replace(
             self._server_config, max_datagram_size=TUNNEL_DATAGRAM_SIZE)
         self._server = await quic.serve(cfg.host, cfg.port, self._server_config, owner=self,
-                                        handshake_timeout=cfg.handshake_timeout)
+                                        handshake_timeout=cfg.handshake_timeout,
+                                        limits=cfg.limits, retry=cfg.retry)
         self.port = int(self._server._transport.get_extra_info("sockname")[1])
         self._cert_fingerprint = quic.cert_fingerprint(
             self._server_config.certificate.public_bytes(Encoding.DER))
         if cfg.bulk_tcp:
-            self._bulk_server = bulk.BulkServer(cert_path=cert, key_path=key)
+            self._bulk_server = bulk.BulkServer(
+                cert_path=cert, key_path=key, max_connections=cfg.limits.bulk_max_connections,
+                auth_timeout=cfg.limits.bulk_auth_timeout)
             self._bulk_server.start(cfg.host, 0)
         log.info("QUIC transport for %s on %s:%d", self.peer_id, cfg.host, self.port)
 
@@ -286,7 +309,8 @@ class PeerTransport:
         try:
             async with asyncio.timeout(self.config.connect_timeout):
                 conn = await quic.dial(host, port, self._client_config, owner=self,
-                                       handshake_timeout=self.config.handshake_timeout)
+                                       handshake_timeout=self.config.handshake_timeout,
+                                       limits=self.config.limits)
         except TimeoutError as exc:
             raise PeerUnreachable(name, f"no QUIC answer from {host}:{port} within "
                                   f"{self.config.connect_timeout:g}s") from exc
@@ -330,9 +354,11 @@ class PeerTransport:
         where = (f"relay-{relay[:16]}", self._tunnels)
         conn = quic.PeerConnection(QuicConnection(configuration=self._tunnel_client_config),
                                    host=self,
-                                   handshake_timeout=self.config.handshake_timeout)
+                                   handshake_timeout=self.config.handshake_timeout,
+                                   limits=self.config.limits)
         conn.relayed_via = relay
-        conn.connection_made(StreamDatagramTransport(writer, where))
+        conn.connection_made(StreamDatagramTransport(
+            writer, where, backlog=_backlog(relay_conn, writer), limit=_tunnel_backlog(self)))
         conn._spawn(pump(reader, conn, where, decoder.tail()))
         try:
             async with asyncio.timeout(self.config.connect_timeout):
@@ -362,12 +388,14 @@ class PeerTransport:
 
         def create_protocol(*args: Any, **kwargs: Any) -> quic.PeerConnection:
             conn = quic.PeerConnection(*args, host=self,
-                                       handshake_timeout=self.config.handshake_timeout, **kwargs)
+                                       handshake_timeout=self.config.handshake_timeout,
+                                       limits=self.config.limits, **kwargs)
             conn.relayed_via = relay_conn.peer_id
             made.append(conn)
             return conn
 
-        tunnel = StreamDatagramTransport(writer, where)
+        tunnel = StreamDatagramTransport(writer, where, backlog=_backlog(relay_conn, writer),
+                                         limit=_tunnel_backlog(self))
         server = QuicServer(configuration=self._tunnel_server_config,
                             create_protocol=create_protocol)
         server.connection_made(tunnel)
@@ -379,8 +407,22 @@ class PeerTransport:
             tunnel.close()
 
     # ConnectionHost callbacks (called by quic.PeerConnection)
+    def admit(self, conn: quic.PeerConnection) -> str | None:
+        """A new incoming connection: None to go on with it, else why it is refused."""
+        try:
+            self._incoming.open(conn)
+        except ConnectionRefused as exc:
+            log.info("refused an incoming connection: %s", exc)
+            return str(exc)
+        return None
+
+    def refusal(self, conn: quic.PeerConnection, peer_id: str) -> str | None:
+        """Why ``peer_id`` may not have this incoming connection verified, or None."""
+        return None if conn.is_client else self._incoming.refusal(conn, peer_id)
+
     def connection_verified(self, conn: quic.PeerConnection) -> None:
         assert conn.peer_id is not None
+        self._incoming.verified(conn, conn.peer_id)
         self._all.add(conn)
         self._connections[conn.peer_id] = conn
         log.info("peer %s connected (%s)", conn.peer_id, "out" if conn.is_client else "in")
@@ -391,6 +433,8 @@ class PeerTransport:
 
     def connection_lost(self, conn: quic.PeerConnection) -> None:
         self._all.discard(conn)
+        self._incoming.close(conn)
+        self._request_budgets.pop(conn, None)
         peer_id = conn.peer_id
         if peer_id is None or self._connections.get(peer_id) is not conn:
             return
@@ -440,17 +484,27 @@ class PeerTransport:
     async def _answer(self, conn: quic.PeerConnection, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         peer_id = conn.peer_id or "?"
+        stream_id = writer.get_extra_info("stream_id")
         decoder = FrameDecoder()
+        budget = self._request_budget(conn)
         try:
             async with asyncio.timeout(self.config.request_timeout):
-                request = await _read_envelope(reader, decoder, peer_id)
+                request = await _read_envelope(reader, decoder, peer_id, budget=budget)
         except (PeerError, TimeoutError) as exc:
-            log.info("dropping a request stream from %s: %s", peer_id, exc or "no request")
+            reason = (exc.reason if isinstance(exc, PeerError)
+                      else f"no request within {self.config.request_timeout:g}s")
+            log.info("dropping a request stream from %s: %s", peer_id, reason)
             with contextlib.suppress(Exception):
-                writer.close()
+                writer.write(encode(Envelope.new(ERROR, {"error": reason},
+                                                 source_peer_id=self.peer_id)))
+                writer.write_eof()
+            conn.give_up_stream(stream_id, reset_sending=False)
             return
         if request is None:
             return
+        if request.type not in self._stream_handlers:
+            # One request per stream: whatever the peer sends after it is dropped.
+            quic.stop_reading(reader)
         try:
             if self.is_blacklisted(peer_id):
                 raise RequestRejected("peer is blacklisted")
@@ -464,7 +518,7 @@ class PeerTransport:
             handler = self._handlers.get(request.type)
             if handler is None:
                 raise RequestRejected(f"unknown message type '{request.type}'")
-            incoming = IncomingRequest(peer_id, request, writer, self.peer_id)
+            incoming = IncomingRequest(peer_id, request, writer, self.peer_id, conn)
             result = await handler(incoming)
             reply = request.reply(RESPONSE, result, source_peer_id=self.peer_id)
         except RequestRejected as exc:
@@ -478,6 +532,16 @@ class PeerTransport:
         with contextlib.suppress(Exception):
             writer.write(encode(reply))
             writer.write_eof()
+
+    def _request_budget(self, conn: quic.PeerConnection) -> Budget:
+        """What requests still being read on ``conn`` may hold (within the node's total)."""
+        budget = self._request_budgets.get(conn)
+        if budget is None:
+            budget = Budget(self.config.limits.request_bytes_per_connection,
+                            parent=self._request_bytes)
+            if conn.is_open:
+                self._request_budgets[conn] = budget
+        return budget
 
     async def _on_ping(self, request: IncomingRequest) -> dict[str, Any]:
         return {"peer_id": self.peer_id}
@@ -591,30 +655,53 @@ class PeerTransport:
             while chunk := await asyncio.to_thread(fh.read, 256 * 1024):
                 writer.write(chunk)
                 # aioquic buffers without limit: pace the writes on what is still unacked.
-                while conn.is_open and conn.stream_buffered(stream_id) > 4 * 1024 * 1024:
-                    await asyncio.sleep(0.002)
-                if not conn.is_open:
+                try:
+                    await conn.drain(stream_id)
+                except ConnectionError as exc:
+                    log.info("bulk send of %s to %s ended: %s", sha256, conn.peer_id, exc)
                     return
         writer.write_eof()
 
 
 # -- helpers ---------------------------------------------------------------------------------
 async def _read_envelope(reader: asyncio.StreamReader, decoder: FrameDecoder,
-                         peer_id: str) -> Envelope | None:
-    """The next envelope on a stream; None at a clean end of stream."""
-    while True:
-        try:
-            envelope = decoder.next()
-        except MessageError as exc:
-            raise PeerClosed(peer_id, f"sent a bad frame: {exc}") from exc
-        if envelope is not None:
-            return envelope
-        chunk = await reader.read(64 * 1024)
-        if not chunk:
-            if decoder.pending:
-                raise PeerClosed(peer_id, "stream ended inside a frame")
-            return None
-        decoder.push(chunk)
+                         peer_id: str, *, budget: Budget | None = None) -> Envelope | None:
+    """The next envelope on a stream; None at a clean end of stream. With ``budget``, the
+    bytes of a frame not yet whole are held against it (PeerClosed when it has no room)."""
+    held = 0
+    try:
+        while True:
+            try:
+                envelope = decoder.next()
+            except MessageError as exc:
+                raise PeerClosed(peer_id, f"sent a bad frame: {exc}") from exc
+            if envelope is not None:
+                return envelope
+            chunk = await reader.read(64 * 1024)
+            if not chunk:
+                if decoder.pending:
+                    raise PeerClosed(peer_id, "stream ended inside a frame")
+                return None
+            if budget is not None:
+                if not budget.take(len(chunk)):
+                    raise PeerClosed(peer_id, f"requests being read hold over "
+                                     f"{budget.limit} bytes on this connection, or the node's "
+                                     "total is reached")
+                held += len(chunk)
+            decoder.push(chunk)
+    finally:
+        if budget is not None:
+            budget.give(held)
+
+
+def _backlog(conn: quic.PeerConnection, writer: asyncio.StreamWriter) -> Callable[[], int]:
+    """Bytes written on ``writer``'s stream of ``conn`` that the other end has not taken."""
+    stream_id = writer.get_extra_info("stream_id")
+    return lambda: conn.stream_buffered(stream_id)
+
+
+def _tunnel_backlog(transport: PeerTransport) -> int:
+    return transport.config.limits.send_buffer
 
 
 def _result(peer_id: str, msg_type: str, reply: Envelope) -> dict[str, Any]:

@@ -158,3 +158,12 @@ def test_misuse_raises() -> None:
         client.receive(b"")
     with pytest.raises(HandshakeUsageError):
         Handshake(Identity.generate(), is_client=True, binding=BINDING, nonce=b"short")
+
+
+def test_a_peer_over_its_connection_cap_is_refused_by_name() -> None:
+    a, _b, client, server = pair(refusal=lambda peer: "peer has 4 connections, its limit is 4")
+    c_events, s_events = pump(client, server)
+    assert s_events == [HandshakeFailed("peer has 4 connections, its limit is 4")]
+    assert len(c_events) == 1 and isinstance(c_events[0], HandshakeFailed)
+    assert "its limit is 4" in c_events[0].reason
+    assert server.peer_id is None and a.peer_id

@@ -80,3 +80,32 @@ def test_junk_is_rejected_with_a_clear_error(body: bytes, match: str) -> None:
         decode_body(body)
     with pytest.raises(MessageError, match=match):
         FrameDecoder().feed(HEADER.pack(len(body)) + body)
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999"])
+def test_numbers_that_are_not_finite_are_refused(number: str) -> None:
+    body = ('{"type":"job_run","version":1,"request_id":"r","source_peer_id":"p",'
+            f'"timestamp":1,"data":{{"timeout":{number}}}}}').encode()
+    with pytest.raises(MessageError, match="finite"):
+        decode_body(body)
+    header_body = (f'{{"type":"ping","version":1,"timestamp":{number},"data":{{}}}}').encode()
+    with pytest.raises(MessageError, match="finite"):
+        decode_body(header_body)
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"type": "x" * 65}, "not a message type name"),
+    ({"type": "no spaces"}, "not a message type name"),
+    ({"type": "ping", "request_id": "r" * 129}, "at most 128"),
+    ({"type": "ping", "source_peer_id": "p" * 129}, "at most 128"),
+    ({"type": "ping", "timestamp": -1}, "non-negative"),
+])
+def test_envelope_fields_are_checked(doc: dict[str, object], match: str) -> None:
+    with pytest.raises(MessageError, match=match):
+        decode_body(json.dumps({"version": 1, "data": {}, **doc}).encode())
+
+
+def test_nesting_past_the_recursion_limit_is_a_message_error() -> None:
+    body = b'{"type":"ping","version":1,"data":{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    with pytest.raises(MessageError, match="not valid JSON"):
+        decode_body(body)
