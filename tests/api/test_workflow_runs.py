@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,16 +143,48 @@ def test_failing_middle_node(api: ApiClient, wf_node: NodeProcess) -> None:
     assert f"{status['error']}" in wf_node.log()
 
 
-def test_retry_succeeds_on_second_attempt(api: ApiClient, tmp_path: Path) -> None:
-    marker = tmp_path / "tried"
-    flaky = sh_service(api, "flaky", f"if [ -f {marker} ]; then echo ok; "
-                                     f"else touch {marker}; exit 3; fi")
-    wf, ids = make_workflow(api, "retry", [(flaky[0], {"retry_count": 1})], [])
-    eid = execute(api, wf)
-    assert wait_done(api, eid)["status"] == "COMPLETED"
+def test_retry_succeeds_on_second_attempt(api: ApiClient) -> None:
+    # The job cannot write outside its own directory, so it counts its attempts by asking a
+    # counter on 127.0.0.1: the first call answers 1 (fail), the second 2 (succeed).
+    with attempt_counter() as port:
+        ask = (f"python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', {port}));"
+               f" print(s.recv(16).decode())\"")
+        flaky = sh_service(api, "flaky", f"n=$({ask}); if [ \"$n\" -ge 2 ]; then echo ok; "
+                                         "else exit 3; fi")
+        wf, ids = make_workflow(api, "retry", [(flaky[0], {"retry_count": 1})], [])
+        eid = execute(api, wf)
+        assert wait_done(api, eid)["status"] == "COMPLETED"
     job = jobs_by_node(api, eid)[ids[0]]
     assert job["attempt"] == 2 and job["status"] == "COMPLETED"
     assert outputs(api, job["id"])["STDOUT"]["value"] == "ok\n"
+
+
+@contextlib.contextmanager
+def attempt_counter() -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that answers each connection with how many came so far."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        count = 0
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            count += 1
+            with conn:
+                conn.sendall(str(count).encode())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def test_timeout_fails_the_node(api: ApiClient) -> None:
@@ -162,32 +196,44 @@ def test_timeout_fails_the_node(api: ApiClient) -> None:
     assert jobs_by_node(api, eid)[ids[0]]["status"] == "FAILED"
 
 
-def test_cancel_stops_the_running_process(api: ApiClient, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
-    slow = sh_service(api, "sleeper", f"echo $$ > {pidfile}; exec sleep 60")
+def test_cancel_stops_the_running_process(api: ApiClient) -> None:
+    # The job runs in a PID namespace of its own: it is found from outside by its unique command.
+    seconds = str(600 + os.getpid() % 1000)
+    slow = sh_service(api, "sleeper", f"exec sleep {seconds}")
     after = sh_service(api, "after-cancel", "cat")
     wf, ids = make_workflow(api, "cancel", [(slow[0], {}), (after[0], {})],
                             [(0, slow[1]["STDOUT"], 1, after[1]["STDIN"])])
     eid = execute(api, wf)
     wait_job_running(api, eid, ids[0])
     deadline = time.monotonic() + 30
-    while not pidfile.exists() and time.monotonic() < deadline:
+    while not _sleepers(seconds) and time.monotonic() < deadline:
         time.sleep(0.1)
-    pid = int(pidfile.read_text())
+    pids = _sleepers(seconds)
+    assert pids
     r = api.post(f"/api/workflow-executions/{eid}/cancel")
     assert r.status_code == 200
     assert r.json() == {"success": True, "message": "Execution cancelled", "status": "CANCELLED"}
     assert wait_done(api, eid)["status"] == "CANCELLED"
     deadline = time.monotonic() + 20
-    while _alive(pid) and time.monotonic() < deadline:
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(pid)
+    assert not any(_alive(pid) for pid in pids)
     jobs = jobs_by_node(api, eid)
     assert {j["status"] for j in jobs.values()} == {"CANCELLED"}
     assert jobs[ids[1]]["started_at"] is None
     again = api.post(f"/api/workflow-executions/{eid}/cancel")
     assert again.status_code == 409 and "error" in again.json()
     assert api.post("/api/workflow-executions/999999/cancel").status_code == 404
+
+
+def _sleepers(seconds: str) -> list[int]:
+    """Pids of the ``sleep <seconds>`` processes on this machine."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["cmdline"] == ["sleep", seconds]:
+                found.append(proc.pid)
+    return found
 
 
 def _alive(pid: int) -> bool:
