@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from orchestrator.models import (
     BlacklistEntry,
@@ -20,11 +20,60 @@ from orchestrator.models import (
     WorkflowExecution,
     WorkflowNode,
 )
+from orchestrator.peer_policy import LIMIT_KEYS, PeerPolicy
 from orchestrator.registry import ServiceView
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+# -- who may use a service (see the README's "Security model") ------------------------------
+class LimitsIn(BaseModel):
+    """Overrides of the node's job limits for one service; null: the node's default, 0: none.
+    ``timeout_max_seconds`` may only lower the node's bound."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    memory_mb: StrictInt | None = Field(default=None, ge=0)
+    cpus: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    pids: StrictInt | None = Field(default=None, ge=0)
+    output_mb: StrictInt | None = Field(default=None, ge=0)
+    timeout_max_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class PolicyIn(Body):
+    """A service's access and policy fields; unset ones keep their value (at creation: the
+    defaults)."""
+
+    access: Literal["public", "peers", "private", "default"] | None = Field(
+        default=None, description="public: any peer not blacklisted; peers: those in "
+        "allowed_peers; private: this node's own workflows only; default: the node's setting "
+        "(DATA: private)")
+    allowed_peers: list[str] | None = Field(
+        default=None, description="peer ids (40 hex characters) admitted by access 'peers'")
+    allow_command: StrictBool | None = Field(
+        default=None, description="Docker: other peers may set entrypoint, cmd and args "
+        "(default true)")
+    allow_args: StrictBool | None = Field(
+        default=None, description="standalone: other peers may set the arguments (cmd, args; "
+        "default false); the executable is always the service's")
+    allow_network: StrictBool | Literal["default"] | None = Field(
+        default=None, description="jobs of other peers may reach the network (default: the "
+        "node's remote_jobs_network)")
+    limits: LimitsIn | None = Field(default=None, description="overrides of the node's job "
+                                    "limits; given, it replaces the service's overrides")
+
+    def policy(self) -> dict[str, Any]:
+        """The policy fields given, for ``orchestrator.peer_policy.parse_policy``."""
+        out = self.model_dump(include=set(POLICY_FIELDS), exclude_none=True)
+        if self.limits is not None:
+            out["limits"] = self.limits.model_dump()
+        return out
+
+
+POLICY_FIELDS = ("access", "allowed_peers", "allow_command", "allow_args", "allow_network",
+                 "limits")
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -34,7 +83,7 @@ class LoginRequest(Body):
     public_key: str
 
 
-class ServiceCreate(Body):
+class ServiceCreate(PolicyIn):
     type: str
     name: str
     description: str = ""
@@ -47,7 +96,7 @@ class ServiceCreate(Body):
     pricing_unit: str = ""
 
 
-class ServiceUpdate(Body):
+class ServiceUpdate(PolicyIn):
     name: str | None = None
     description: str | None = None
     status: str | None = None
@@ -173,7 +222,23 @@ def data_details_out(d: DataDetails) -> dict[str, Any]:
     }
 
 
-def service_out(view: ServiceView) -> dict[str, Any]:
+def policy_out(view: ServiceView, policy: PeerPolicy) -> dict[str, Any]:
+    """A service's policy fields as they apply (the node's defaults where it sets none)."""
+    s = view.service
+    own = s.limits or {}
+    return {
+        "access": policy.access(s),
+        "access_is_default": s.access is None,
+        "allowed_peers": list(policy.allowed_peers(s)),
+        "allow_command": s.allow_command,
+        "allow_args": s.allow_args,
+        "allow_network": policy.network(s),
+        "limits": {k: own.get(k) for k in LIMIT_KEYS},
+        "effective_limits": policy.limits(s),
+    }
+
+
+def service_out(view: ServiceView, policy: PeerPolicy) -> dict[str, Any]:
     s = view.service
     out: dict[str, Any] = {
         "id": s.id,
@@ -191,6 +256,7 @@ def service_out(view: ServiceView) -> dict[str, Any]:
         "created_at": iso(s.created_at),
         "updated_at": iso(s.updated_at),
         "interfaces": [interface_out(i) for i in view.interfaces],
+        **policy_out(view, policy),
     }
     if view.docker is not None:
         out["docker_details"] = docker_details_out(view.docker)

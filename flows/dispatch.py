@@ -31,6 +31,7 @@ from executors.base import (
 )
 from orchestrator.errors import InvalidInput, NotFound, OperationFailed
 from orchestrator.graph import InterfaceInfo
+from orchestrator.peer_policy import PeerPolicy, Refused, Terms
 from orchestrator.registry import ServiceRegistry, ServiceView
 from orchestrator.states import InterfaceType, ServiceType
 
@@ -92,14 +93,20 @@ def _words(value: str) -> list[str] | None:
 
 
 class LocalDispatcher:
-    """Runs jobs of this node's services on this node's executor."""
+    """Runs jobs of this node's services on this node's executor.
+
+    A job comes with its ``Terms`` (limits, isolation, readable paths) when another peer asked
+    for it (``PeerPolicy.admit``); without, it is a job of this node's own workflow and gets
+    ``PeerPolicy.own_terms``.
+    """
 
     def __init__(self, registry: ServiceRegistry, executor: Executor | None, artifacts: Any,
-                 *, scratch_dir: Path) -> None:
+                 *, scratch_dir: Path, policy: PeerPolicy | None = None) -> None:
         self.registry = registry
         self.executor = executor
         self.artifacts = artifacts
         self.scratch_dir = scratch_dir
+        self.policy = policy or PeerPolicy()
 
     def _view(self, service_id: int) -> ServiceView:
         try:
@@ -147,12 +154,17 @@ class LocalDispatcher:
         stays (a DATA job's output), or, ``ephemeral``, one for ``release`` once used."""
         return await self._decrypted(data_service_id, ref, ephemeral=ephemeral)
 
-    async def build_spec(self, request: JobRequest,
-                         clear: list[str]) -> tuple[JobSpec, ServiceView]:
+    async def build_spec(self, request: JobRequest, clear: list[str],
+                         terms: Terms | None = None) -> tuple[JobSpec, ServiceView]:
         """The executor's spec of a job. DATA inputs are decrypted into the store for the job
         alone: their digests are added to ``clear``, for ``release`` once the job has ended."""
         view = self._view(request.service_id)
         svc = view.service
+        if terms is None:
+            try:
+                terms = self.policy.own_terms(view, request)
+            except Refused as exc:
+                raise DispatchError(str(exc)) from None
         kind = ServiceType(svc.service_type)
         if kind is ServiceType.DOCKER and view.docker is not None:
             d = view.docker
@@ -216,17 +228,19 @@ class LocalDispatcher:
                          if i.interface_type == InterfaceType.MOUNT and i.is_output]
         spec = JobSpec(job_id=request.job_id, target=target, env=env, args=args, stdin=stdin,
                        input_mounts=mounts, output_mounts=output_mounts,
-                       timeout=request.timeout)
+                       timeout=request.timeout, limits=terms.limits,
+                       isolation=terms.isolation, readable_paths=terms.readable_paths)
         return spec, view
 
-    async def dispatch(self, request: JobRequest, *,
-                       on_log: LogSink | None = None) -> JobResult:
+    async def dispatch(self, request: JobRequest, *, on_log: LogSink | None = None,
+                       terms: Terms | None = None) -> JobResult:
+        """Run the job; ``terms``: those ``PeerPolicy.admit`` gave another peer's job."""
         if self.executor is None or self.artifacts is None:
             raise DispatchError("no executor on this node")
         clear: list[str] = []
         try:
             try:
-                spec, view = await self.build_spec(request, clear)
+                spec, view = await self.build_spec(request, clear, terms)
             except InvalidInput as exc:
                 raise DispatchError(exc.message) from None
             except OperationFailed as exc:

@@ -13,8 +13,13 @@ DATA sources: the encrypted file of a DATA service never leaves its owner. When 
 service feeds a job on another peer, this node decrypts it into a plain artifact (only for a job of
 a workflow that wires it there, to a peer that is not blacklisted, since a blacklisted peer cannot
 connect) and offers that by hash. A DATA service of another peer used as a workflow node is run
-there as a job: its owner decrypts it for a requester it does not blacklist and answers with the
-plain artifact as ``DATA``/``STDOUT`` (see ``orchestrator.remote_jobs``).
+there as a job: its owner decrypts it for a requester its access admits (DATA services are
+``private`` by default) and answers with the plain artifact as ``DATA``/``STDOUT`` (see
+``orchestrator.remote_jobs``).
+
+What the executing peer runs is its owner's decision (``orchestrator.peer_policy``): this side
+sends inputs by the remote service's interface ids, and a request is bounded in size and count
+(``MAX_*`` below) and its timeout finite and positive.
 
 While a job runs, the peer is pinged every ``liveness_interval`` seconds; ``liveness_misses``
 pings in a row unanswered within ``liveness_timeout`` fail the job with an error naming the peer
@@ -28,6 +33,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -35,6 +41,7 @@ from typing import Any
 from executors.base import ArtifactKind, ArtifactRef, JobOutcome, JobResult, LogSink, utcnow
 from flows.dispatch import DispatchError, JobInput, JobRequest, LocalDispatcher
 from network.peer_errors import BulkError, PeerError
+from orchestrator.peer_policy import BadTimeout
 
 log = logging.getLogger("remote_network.remote_jobs")
 
@@ -46,6 +53,13 @@ FETCH_GRACE = 120.0
 
 class WireError(ValueError):
     """A job request or result on the wire is malformed."""
+
+
+class WireTimeout(WireError, BadTimeout):
+    """A job request's timeout is not a finite, positive number (refused ``bad_timeout``)."""
+
+    def __init__(self, message: str) -> None:
+        BadTimeout.__init__(self, message)
 
 
 # -- wire form ------------------------------------------------------------------------------------
@@ -90,49 +104,106 @@ def request_to_wire(request: JobRequest, holder: str) -> dict[str, Any]:
             "timeout": request.timeout}
 
 
+# Bounds of one job request from another peer: it is stored (its inputs' text values) and
+# run, so nothing in it is unbounded.
+MAX_JOB_ID = 200
+MAX_INPUTS = 64
+MAX_ENV = 64
+MAX_LIST = 256  # entrypoint, cmd, args: items each
+MAX_NAME = 256  # an env name, an input path
+MAX_VALUE = 64 * 1024  # one env value, argument or input text
+MAX_TEXT_TOTAL = 1024 * 1024  # every string of the request together, stdin_text included
+
+
+def _text(value: Any, name: str, limit: int = MAX_VALUE) -> str:
+    if not isinstance(value, str):
+        raise WireError(f"{name} must be a string")
+    if len(value) > limit:
+        raise WireError(f"{name} is longer than {limit} characters")
+    return value
+
+
 def _strings(value: Any, name: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise WireError(f"{name} must be a list of strings")
-    return tuple(value)
+    if len(value) > MAX_LIST:
+        raise WireError(f"{name} holds more than {MAX_LIST} items")
+    return tuple(_text(v, f"an item of {name}") for v in value)
+
+
+def parse_timeout(value: Any) -> float:
+    """A job's timeout in seconds: a finite, positive number, else BadTimeout (the node's bound
+    is checked by ``orchestrator.peer_policy``)."""
+    seconds = value
+    if not isinstance(value, bool) and isinstance(value, int | float):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer past float's range
+            seconds = math.inf
+    if not isinstance(seconds, float) or not math.isfinite(seconds) or seconds <= 0:
+        raise WireTimeout("timeout must be a finite, positive number of seconds")
+    return seconds
+
+
+def _input_from_wire(item: Any) -> JobInput:
+    if not isinstance(item, dict):
+        raise WireError("each input must be an object")
+    iface_id, kind = item.get("interface_id"), item.get("interface_type")
+    if iface_id is not None and (not isinstance(iface_id, int) or isinstance(iface_id, bool)):
+        raise WireError("interface_id must be an integer")
+    if kind is not None:
+        kind = _text(kind, "interface_type", 16)
+    text = item.get("text")
+    artifact = ref_from_wire(item["artifact"]) if item.get("artifact") else None
+    return JobInput(interface_id=iface_id, interface_type=kind,
+                    path=_text(item.get("path") or "", "an input's path", MAX_NAME),
+                    artifact=artifact,
+                    text=_text(text, "an input's text") if text is not None else None,
+                    transient=item.get("transient") is True)
 
 
 def request_from_wire(raw: dict[str, Any], *, peer_id: str) -> JobRequest:
-    """The request as the executing peer (``peer_id``) reads it; raises WireError."""
+    """The request as the executing peer (``peer_id``) reads it; raises WireError (WireTimeout,
+    a ``bad_timeout`` refusal, for a timeout that is not a finite, positive number)."""
     job_id, service_id = raw.get("job_id"), raw.get("service_id")
-    if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-        raise WireError("job_id is required")
+    if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID \
+            or not job_id.isprintable():
+        raise WireError(f"job_id is required: printable, at most {MAX_JOB_ID} characters")
     if not isinstance(service_id, int) or isinstance(service_id, bool):
         raise WireError("service_id must be an integer")
-    inputs = []
-    for item in raw.get("inputs") or []:
-        if not isinstance(item, dict):
-            raise WireError("each input must be an object")
-        iface_id, kind = item.get("interface_id"), item.get("interface_type")
-        if iface_id is not None and not isinstance(iface_id, int):
-            raise WireError("interface_id must be an integer")
-        if kind is not None and not isinstance(kind, str):
-            raise WireError("interface_type must be a string")
-        text = item.get("text")
-        artifact = ref_from_wire(item["artifact"]) if item.get("artifact") else None
-        inputs.append(JobInput(interface_id=iface_id, interface_type=kind,
-                               path=str(item.get("path") or ""), artifact=artifact,
-                               text=text if isinstance(text, str) else None,
-                               transient=item.get("transient") is True))
+    items = raw.get("inputs") or []
+    if not isinstance(items, list):
+        raise WireError("inputs must be a list")
+    if len(items) > MAX_INPUTS:
+        raise WireError(f"a job takes at most {MAX_INPUTS} inputs")
+    inputs = [_input_from_wire(item) for item in items]
     env = raw.get("env") or {}
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                             for k, v in env.items()):
         raise WireError("env must map strings to strings")
+    if len(env) > MAX_ENV:
+        raise WireError(f"env holds more than {MAX_ENV} names")
+    for k, v in env.items():
+        _text(k, "an env name", MAX_NAME)
+        _text(v, f"env {k[:64]}")
     stdin = raw.get("stdin_text")
-    timeout = raw.get("timeout", 300.0)
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise WireError("timeout must be a positive number")
+    if stdin is not None:
+        stdin = _text(stdin, "stdin_text", MAX_TEXT_TOTAL)
+    timeout = parse_timeout(raw.get("timeout", 300.0))
     entry, cmd = raw.get("entrypoint"), raw.get("cmd")
-    return JobRequest(
+    request = JobRequest(
         job_id=job_id, service_id=service_id, peer_id=peer_id, inputs=tuple(inputs),
         env=dict(env), args=_strings(raw.get("args") or [], "args"),
-        stdin_text=stdin if isinstance(stdin, str) else None,
+        stdin_text=stdin,
         entrypoint=_strings(entry, "entrypoint") if entry is not None else None,
-        cmd=_strings(cmd, "cmd") if cmd is not None else None, timeout=float(timeout))
+        cmd=_strings(cmd, "cmd") if cmd is not None else None, timeout=timeout)
+    total = (len(stdin or "") + sum(len(k) + len(v) for k, v in env.items())
+             + sum(len(a) for a in (*request.args, *(request.entrypoint or ()),
+                                    *(request.cmd or ())))
+             + sum(len(i.text or "") + len(i.path) for i in inputs))
+    if total > MAX_TEXT_TOTAL:
+        raise WireError(f"the request's text is over {MAX_TEXT_TOTAL} characters in all")
+    return request
 
 
 def result_to_wire(result: JobResult, holder: str, *,

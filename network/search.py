@@ -1,7 +1,8 @@
 """Service search across peers.
 
-Answering side: a ``service_search`` request is answered from this node's ACTIVE services,
-filtered by the query text, service type and (for completeness) the peer filter.
+Answering side: a ``service_search`` request is answered from this node's ACTIVE services that
+the asking peer may use (their access admits it), filtered by the query text, service type and
+(for completeness) the peer filter.
 
 Asking side: the WebSocket ``SERVICE_SEARCH`` handler asks every known peer (or the ones the
 client names) in parallel and streams ``SERVICE_SEARCH_RESULT`` messages as each peer answers,
@@ -112,8 +113,9 @@ def answer(offers: Iterable[dict[str, Any]], query: SearchQuery) -> list[dict[st
 
 
 def register_search(transport: PeerTransport,
-                    list_offers: Callable[[], list[dict[str, Any]]]) -> None:
-    """Answer ``service_search`` from ``list_offers`` (blocking; runs in a thread)."""
+                    list_offers: Callable[[str], list[dict[str, Any]]]) -> None:
+    """Answer ``service_search`` from ``list_offers(asking peer id)``: the offers that peer may
+    use (blocking; runs in a thread)."""
 
     async def handle(request: IncomingRequest) -> dict[str, Any]:
         try:
@@ -122,7 +124,7 @@ def register_search(transport: PeerTransport,
             raise RequestRejected(str(exc)) from exc
         if query.peer_ids and transport.peer_id not in query.peer_ids:
             return {"services": []}
-        offers = await asyncio.to_thread(list_offers)
+        offers = await asyncio.to_thread(list_offers, str(request.peer_id))
         return {"services": answer(offers, query)}
 
     transport.register(SERVICE_SEARCH, handle)

@@ -64,6 +64,21 @@ SETTING_HELP = {
     "prefect_warmup": "start Prefect when the node starts (default on)",
     "prefect_event_history": "keep Prefect's event history and run its automations",
     "schedule_poll_seconds": "how often due scheduled runs are looked for, s (default 2)",
+    "service_access": "who may use a Docker or standalone service that sets no access of its "
+                      "own: public, peers or private (default public; DATA: always private)",
+    "service_access_peers": "a peer id admitted by --service-access peers",
+    "job_memory_mb": "memory of one job, MiB, unless its service sets its own (0: no limit)",
+    "job_cpus": "CPU cores' worth of one job (0: no limit)",
+    "job_pids": "processes of one job (0: no limit)",
+    "job_output_mb": "size of each output of one job, MiB (0: no limit)",
+    "job_timeout_max_seconds": "longest run time a job may ask for, s (default 86400)",
+    "remote_jobs_max": "jobs of other peers running at once (default 0: two per core)",
+    "remote_jobs_per_peer": "jobs of one other peer running at once (default 0: half the total)",
+    "remote_jobs_queue": "jobs of other peers waiting for a place; past it they are refused busy "
+                         "(default 32)",
+    "remote_jobs_network": "give jobs of other peers network access unless their service says "
+                           "otherwise (default off)",
+    "sandbox_user": "user a standalone job of another peer runs as when the node runs as root",
     "output_inline_limit": "text outputs up to this size are returned inline (default 64 KiB)",
     "retention_days": "executions that ended longer ago are deleted, with the outputs only they "
                       "held; 0 keeps them (default 30)",
@@ -88,6 +103,9 @@ def generated_flags() -> list[tuple[str, str, dict[str, Any]]]:
             options["type"] = kind
         elif kind in (Path, Path | None):
             options["type"] = Path
+        elif kind == list[str]:
+            options.update(action="append", metavar="VALUE",
+                           help=options["help"] + " (repeatable)")
         flags.append((f"--{name.replace('_', '-')}", name, options))
     return flags
 

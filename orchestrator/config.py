@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     dht_rpc_timeout: float = Field(default=2.0, gt=0)
     dht_refresh_seconds: float = Field(default=30.0, gt=0)
     peer_stale_seconds: float = Field(default=120.0, gt=0)
+    # DHT bounds on what strangers store here: keys in all, keys one source address may bring,
+    # topic members one source address may bring; and the most peers the directory lists.
+    dht_max_values: int = Field(default=4096, gt=0)
+    dht_values_per_source: int = Field(default=256, gt=0)
+    dht_members_per_source: int = Field(default=8, gt=0)
+    peer_book_max: int = Field(default=1024, gt=0)
     public_host: str | None = None
     prefect_ui: bool = False
     prefect_port: int = 4200
@@ -114,6 +120,16 @@ class Settings(BaseSettings):
     remote_jobs_network: bool = False
     # The user a standalone job of another peer runs as when the node runs as root.
     sandbox_user: str = "nobody"
+    # Standalone jobs run in a bubblewrap sandbox; off, they run as plain processes that can
+    # read the node's files (only for a node whose every service and peer is trusted).
+    job_sandbox: bool = True
+    # HTTP API: the largest request body (JSON; uploads go over the WebSocket in chunks) and
+    # how long a client may take to send it; login attempts (GET /api/auth/challenge and
+    # POST /api/auth/ed25519, each) per client address: a burst, then so many a second.
+    http_body_max_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    http_body_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    auth_rate_burst: int = Field(default=30, ge=1)
+    auth_rate_per_second: float = Field(default=1.0, gt=0, allow_inf_nan=False)
 
     @field_validator("data_dir", mode="after")
     @classmethod

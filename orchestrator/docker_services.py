@@ -43,6 +43,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import DomainError, InvalidInput, NotFound, OperationFailed
 from orchestrator.events import EventBus
 from orchestrator.models import DockerDetails
+from orchestrator.peer_policy import parse_policy
 from orchestrator.registry import (
     InterfaceSpec,
     ServiceRegistry,
@@ -75,13 +76,17 @@ class Request:
     name: str
     description: str
     custom: list[InterfaceSpec] | None
+    # Access and policy fields as the client gave them (checked; see ``peer_policy``).
+    policy: dict[str, Any] | None = None
 
 
-def check_request(name: Any, description: Any, custom: Any) -> Request:
+def check_request(name: Any, description: Any, custom: Any,
+                  policy: dict[str, Any] | None = None) -> Request:
     if custom is not None and not isinstance(custom, list):
         raise InvalidInput("custom_interfaces must be an array")
     specs = parse_interfaces(custom) if custom else None
-    return Request(validate_name(name), str(description or ""), specs)
+    parse_policy(policy or {})
+    return Request(validate_name(name), str(description or ""), specs, policy)
 
 
 def parse_command(value: Any, field: str) -> str | None:
@@ -160,9 +165,9 @@ class DockerServices:
     # -- from a registry ---------------------------------------------------------------------
     async def from_registry(self, *, service_name: Any, image_name: Any, image_tag: Any = None,
                             description: Any = "", username: str | None = None,
-                            password: str | None = None, custom_interfaces: Any = None
-                            ) -> Created:
-        req = check_request(service_name, description, custom_interfaces)
+                            password: str | None = None, custom_interfaces: Any = None,
+                            policy: dict[str, Any] | None = None) -> Created:
+        req = check_request(service_name, description, custom_interfaces, policy)
         if not isinstance(image_name, str) or not image_name.strip():
             raise InvalidInput("image_name is required")
         name, tag = docker_build.split_reference(image_name, image_tag)
@@ -201,9 +206,10 @@ class DockerServices:
     # -- from git ----------------------------------------------------------------------------
     def start_from_git(self, *, service_name: Any, repo_url: Any, branch: Any = None,
                        username: str | None = None, password: str | None = None,
-                       description: Any = "", custom_interfaces: Any = None) -> str:
+                       description: Any = "", custom_interfaces: Any = None,
+                       policy: dict[str, Any] | None = None) -> str:
         """Check the input, start the clone and build in the background; returns the op id."""
-        req = check_request(service_name, description, custom_interfaces)
+        req = check_request(service_name, description, custom_interfaces, policy)
         git_source.parse_url(repo_url if isinstance(repo_url, str) else "")
         if branch is not None and not isinstance(branch, str):
             raise InvalidInput("branch must be a string")
@@ -250,8 +256,9 @@ class DockerServices:
 
     # -- from a local directory --------------------------------------------------------------
     async def from_local(self, *, service_name: Any, local_path: Any, description: Any = "",
-                         custom_interfaces: Any = None) -> Created:
-        req = check_request(service_name, description, custom_interfaces)
+                         custom_interfaces: Any = None,
+                         policy: dict[str, Any] | None = None) -> Created:
+        req = check_request(service_name, description, custom_interfaces, policy)
         if not isinstance(local_path, str) or not local_path.strip():
             raise InvalidInput("local_path is required")
         path = Path(local_path.strip())
@@ -331,7 +338,7 @@ class DockerServices:
         return self.registry.create(
             name=req.name, service_type=ServiceType.DOCKER, description=req.description,
             capabilities={"image_name": details.image_name, "image_tag": details.image_tag},
-            interfaces=interfaces, details=details)
+            interfaces=interfaces, details=details, policy=req.policy)
 
     # -- reading and changing ----------------------------------------------------------------
     def details(self, service_id: int) -> DockerDetails:

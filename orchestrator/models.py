@@ -35,6 +35,15 @@ class Service(SQLModel, table=True):
     pricing_interval: str = ""
     pricing_unit: str = ""
     capabilities: dict[str, Any] = _json()
+    # Who may use it and how (see ``orchestrator.peer_policy``): access "public", "peers" (the
+    # ``allowed_peers``) or "private", None for the node's default (DATA: "private");
+    # allow_network None: the node's default; limits: overrides of the node's job limits.
+    access: str | None = None
+    allowed_peers: list[str] = _json(list)
+    allow_command: bool = True
+    allow_args: bool = False
+    allow_network: bool | None = None
+    limits: dict[str, Any] = _json()
     created_at: dt.datetime = Field(default_factory=utcnow)
     updated_at: dt.datetime = Field(default_factory=utcnow)
 

@@ -31,6 +31,7 @@ from orchestrator.executions import ExecutionRecords
 from orchestrator.graph import Defaults
 from orchestrator.keys import load_identity
 from orchestrator.peer_messaging import PeerMessaging
+from orchestrator.peer_policy import JobGate, PeerPolicy, PolicyConfig
 from orchestrator.registry import ServiceRegistry
 from orchestrator.relay import RelayClient, RelayServer, relay_for
 from orchestrator.remote_jobs import RemoteJobs
@@ -63,6 +64,8 @@ class Node:
             challenge_ttl=settings.challenge_ttl_seconds,
         )
         self.services = ServiceRegistry(self.db, self.bus)
+        # What other peers may do with the services (access, command, limits): one place.
+        self.policy = PeerPolicy(PolicyConfig.from_settings(settings))
         self.blacklist = Blacklist(self.db, self.bus, own_peer_id=self.identity.peer_id)
         self.workflows = WorkflowStore(self.db, self.bus, own_peer_id=self.identity.peer_id)
         self.workflows.local_service_exists = self._service_exists
@@ -72,7 +75,9 @@ class Node:
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.executor = LocalExecutor(self.artifacts, settings.data_dir / "jobs",
                                       owner=self.identity.peer_id,
-                                      docker_host=settings.docker_host)
+                                      docker_host=settings.docker_host,
+                                      data_dir=settings.data_dir,
+                                      sandbox=settings.job_sandbox)
         self.ws_handlers: dict[str, WsHandler] = {}
         self.standalone = StandaloneServices(settings, self.services)
         self.data_services = DataServices(settings, self.services)
@@ -102,7 +107,8 @@ class Node:
         self.workflow_runner = WorkflowRunner(
             self.engine, self.prefect, artifacts=self.artifacts, settings=settings,
             local=LocalDispatcher(self.services, self.executor, self.artifacts,
-                                  scratch_dir=settings.data_dir / "jobs" / "inputs"))
+                                  scratch_dir=settings.data_dir / "jobs" / "inputs",
+                                  policy=self.policy))
         bind_runner(self.workflow_runner)
         # Remote jobs: workflow nodes on other peers go out over QUIC; other peers' jobs come in.
         self.remote_dispatcher = RemoteDispatcher(self.transport, self.workflow_runner.local,
@@ -111,7 +117,11 @@ class Node:
         self.remote_jobs = RemoteJobs(self.transport, registry=self.services,
                                       local=self.workflow_runner.local,
                                       fetch=self.remote_dispatcher.fetch, db=self.db,
-                                      is_blacklisted=self.blacklist.contains, bus=self.bus)
+                                      is_blacklisted=self.blacklist.contains, bus=self.bus,
+                                      policy=self.policy, gate=JobGate(
+                                          total=settings.effective_remote_jobs_max,
+                                          per_peer=settings.effective_remote_jobs_per_peer,
+                                          queue=settings.remote_jobs_queue))
         self.remote_jobs.register()
         self.retention = Retention(
             self.db, self.artifacts, retention_days=settings.retention_days,

@@ -2,8 +2,9 @@
 
 Builds ``network.transport.PeerTransport`` from the settings, resolves peers through the peer
 directory, refuses blacklisted peers (and drops them when blacklisted later), serves artifacts
-by hash, answers ``service_search`` and ``capabilities``, and provides the WebSocket
-``SERVICE_SEARCH`` handler and the full-capabilities fetch behind ``GET /api/peers/{id}/...``.
+by hash, answers ``service_search`` (with the services the asking peer may use) and
+``capabilities``, and provides the WebSocket ``SERVICE_SEARCH`` handler and the
+full-capabilities fetch behind ``GET /api/peers/{id}/...``.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ class PeerMessaging:
             return None
         return Path(store.path(sha256))
 
-    def _offers(self) -> list[dict[str, Any]]:
-        return [offer_from_view(view) for view in self.node.services.list()]
+    def _offers(self, peer_id: str) -> list[dict[str, Any]]:
+        """This node's services that ``peer_id`` may use, as it sees them."""
+        policy = self.node.policy
+        return [offer_from_view(view) for view in self.node.services.list()
+                if policy.may_use(view.service, peer_id)]
 
     def known_peers(self) -> Iterable[str]:
         directory = self._directory()

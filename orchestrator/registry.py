@@ -24,6 +24,7 @@ from orchestrator.models import (
     StandaloneDetails,
     utcnow,
 )
+from orchestrator.peer_policy import parse_policy
 from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
 
 SERVICE_UPDATED = "SERVICE_UPDATED"
@@ -212,9 +213,14 @@ class ServiceRegistry:
         interfaces: Sequence[InterfaceSpec] = (),
         details: DockerDetails | StandaloneDetails | DataDetails | None = None,
         pricing: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
     ) -> ServiceView:
-        """Create a service with its interfaces and details in one transaction."""
+        """Create a service with its interfaces and details in one transaction.
+
+        ``policy``: its access settings as a client gives them (``peer_policy.parse_policy``).
+        """
         name = validate_name(name)
+        policy_fields = parse_policy(policy or {})
         service = Service(
             name=name,
             description=description,
@@ -224,6 +230,7 @@ class ServiceRegistry:
             endpoint=endpoint,
             capabilities=capabilities or {},
             **(pricing or {}),
+            **policy_fields,
         )
         with self.db.session() as s:
             s.add(service)
@@ -240,10 +247,18 @@ class ServiceRegistry:
         return view
 
     def update(self, service_id: int, changes: dict[str, Any]) -> ServiceView:
+        """Change the service's own fields and its policy (all checked before any is set)."""
         allowed = {"name", "description", "endpoint", "capabilities", "pricing_amount",
                    "pricing_type", "pricing_interval", "pricing_unit", "status"}
+        policy = parse_policy(changes)
         with self.db.session() as s:
             service = self._require(s, service_id)
+            if "name" in changes and changes["name"] is not None:
+                validate_name(changes["name"])
+            if "status" in changes and changes["status"] is not None:
+                parse_status(changes["status"])
+            for key, value in policy.items():
+                setattr(service, key, value)
             for key, value in changes.items():
                 if key not in allowed or value is None:
                     continue

@@ -1,16 +1,20 @@
 """The executing side of remote jobs: the ``job_run`` and ``job_cancel`` message handlers.
 
 ``job_run`` (from a peer orchestrating a workflow) is refused, with a message that says why, when
-the requester is blacklisted, the request is malformed, or the service does not exist here or is
-not ACTIVE. Otherwise the job gets a job_execution row of its own here (``requester_peer_id`` =
-the requester, no workflow of ours), its inputs are fetched from whichever peer holds them (by
-hash, checked), and it runs on this node's executor under a job id of ours (``rn-remote-<row>``);
-its state changes and log lines go back as ``event`` frames while it runs, and the answer is the
+the requester is blacklisted, the request is malformed, the service does not exist here or is
+not ACTIVE, or ``orchestrator.peer_policy`` refuses it (``<code>: <why>``: access, command,
+interfaces, env, timeout); past the cap on jobs at once (``JobGate``) it waits in the bounded
+queue or is refused ``busy``. Otherwise the job gets a job_execution row of its own here
+(``requester_peer_id`` = the requester, no workflow of ours), its inputs are fetched from
+whichever peer holds them (by hash, checked), and it runs on this node's executor under a job
+id of ours (``rn-remote-<row>``), with the limits and isolation the policy gives it; its state
+changes and log lines go back as ``event`` frames while it runs, and the answer is the
 JobResult with outputs held here (see ``flows.remote`` for the wire form).
 
 A DATA service as a job: its file is decrypted here into a plain artifact, answered as ``DATA``
-and ``STDOUT`` (and the ``#<interface id>`` aliases), for a requester that is not blacklisted.
-The passphrase never leaves this node.
+and ``STDOUT`` (and the ``#<interface id>`` aliases), only for a requester the service's access
+admits (DATA services are ``private`` unless their owner says otherwise). The passphrase never
+leaves this node.
 
 ``job_cancel`` (only from the peer that asked for the job) stops the container or process; a
 requester whose connection goes away has its running jobs stopped as well.
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,6 +47,7 @@ from orchestrator.errors import NotFound
 from orchestrator.events import EventBus
 from orchestrator.graph import DATA_OUTPUT
 from orchestrator.models import JobExecution, JobExecutionInterface
+from orchestrator.peer_policy import JobGate, PeerPolicy, Refused, Terms
 from orchestrator.registry import ServiceRegistry, ServiceView
 from orchestrator.states import RunState, ServiceStatus, ServiceType
 
@@ -55,8 +61,11 @@ Fetch = Callable[[ArtifactRef], Awaitable[ArtifactRef]]
 class _Job:
     request: JobRequest  # with our own job id
     row_id: int
+    terms: Terms
     task: asyncio.Task[JobResult] | None = None
     cancel_requested: bool = False
+    # Set when the job waits in the gate's queue; done when it may run.
+    admitted: asyncio.Future[None] | None = None
 
 
 class _Events:
@@ -91,7 +100,8 @@ class _Events:
 class RemoteJobs:
     def __init__(self, transport: Any, *, registry: ServiceRegistry, local: LocalDispatcher,
                  fetch: Fetch, db: Database, is_blacklisted: Callable[[str], bool],
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, policy: PeerPolicy | None = None,
+                 gate: JobGate | None = None) -> None:
         self.transport = transport
         self.registry = registry
         self.local = local
@@ -99,7 +109,10 @@ class RemoteJobs:
         self.db = db
         self.is_blacklisted = is_blacklisted
         self.bus = bus
+        self.policy = policy or local.policy
+        self.gate = gate or default_gate()
         self._running: dict[tuple[str, str], _Job] = {}
+        self._admissions: dict[object, asyncio.Future[None]] = {}
 
     @property
     def own_peer_id(self) -> str:
@@ -142,21 +155,43 @@ class RemoteJobs:
                                   "requests are refused")
         try:
             request = request_from_wire(incoming.data, peer_id=self.own_peer_id)
+            view = self._service(request.service_id)
+            admitted = self.policy.admit(view, requester, request)
+        except Refused as exc:
+            raise RequestRejected(str(exc)) from None
         except WireError as exc:
-            raise RequestRejected(f"bad job request: {exc}") from None
-        view = self._service(request.service_id)
+            raise RequestRejected(f"bad_request: bad job request: {exc}") from None
         key = (requester, request.job_id)
         if key in self._running:
             raise RequestRejected(f"job {request.job_id} is already running on this node")
+        ticket = object()
+        try:
+            runs_now = self.gate.enter(ticket, requester)
+        except Refused as exc:
+            raise RequestRejected(str(exc)) from None
+        try:
+            return await self._run(incoming, requester, view, admitted.request, admitted.terms,
+                                   ticket, runs_now)
+        finally:
+            for started in self.gate.leave(ticket):
+                waiting = self._admissions.pop(started, None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)
+            self._admissions.pop(ticket, None)
+
+    async def _run(self, incoming: Any, requester: str, view: ServiceView,
+                   request: JobRequest, terms: Terms, ticket: object,
+                   runs_now: bool) -> dict[str, Any]:
+        key = (requester, request.job_id)
         row_id = self._new_row(request.service_id, requester)
-        job = _Job(replace(request, job_id=f"rn-remote-{row_id}"), row_id)
+        job = _Job(replace(request, job_id=f"rn-remote-{row_id}"), row_id, terms)
+        if not runs_now:
+            job.admitted = asyncio.get_running_loop().create_future()
+            self._admissions[ticket] = job.admitted
         self._running[key] = job
         events = _Events(incoming, lambda: self._stop_soon(job, "the requester went away"))
         try:
-            self._set(row_id, RunState.RUNNING, attempt=1)
-            events.put({"event": "state", "status": RunState.RUNNING,
-                        "job_execution_id": row_id})
-            job.task = asyncio.ensure_future(self._work(view, job.request, events, row_id))
+            job.task = asyncio.ensure_future(self._start(view, job, events))
             try:
                 result = await job.task
             except asyncio.CancelledError:
@@ -179,8 +214,17 @@ class RemoteJobs:
         return result_to_wire(replace(result, job_id=request.job_id), self.own_peer_id,
                               job_execution_id=row_id)
 
-    async def _work(self, view: ServiceView, request: JobRequest, events: _Events,
-                    row_id: int) -> JobResult:
+    async def _start(self, view: ServiceView, job: _Job, events: _Events) -> JobResult:
+        """Wait for a place in the gate (when queued), then run the job."""
+        if job.admitted is not None:
+            await job.admitted
+        self._set(job.row_id, RunState.RUNNING, attempt=1)
+        events.put({"event": "state", "status": RunState.RUNNING,
+                    "job_execution_id": job.row_id})
+        return await self._work(view, job, events)
+
+    async def _work(self, view: ServiceView, job: _Job, events: _Events) -> JobResult:
+        request, row_id = job.request, job.row_id
         started = utcnow()
         inputs = []
         for inp in request.inputs:
@@ -203,7 +247,7 @@ class RemoteJobs:
             events.put({"event": "log", "stream": stream, "line": line})
 
         try:
-            return await self.local.dispatch(request, on_log=on_log)
+            return await self.local.dispatch(request, on_log=on_log, terms=job.terms)
         except DispatchError as exc:
             return _failed(request, started, str(exc))
 
@@ -300,6 +344,12 @@ class RemoteJobs:
                 "job_id": j.id, "execution_id": None, "node_id": None, "workflow_id": None,
                 "status": j.status, "attempt": j.attempt, "exit_code": j.exit_code,
                 "error": j.error, "requester_peer_id": j.requester_peer_id})
+
+
+def default_gate() -> JobGate:
+    """Two jobs of other peers per core, half of them for one peer, 32 waiting."""
+    total = 2 * (os.cpu_count() or 1)
+    return JobGate(total=total, per_peer=max(1, total // 2), queue=32)
 
 
 def _state(outcome: JobOutcome) -> RunState:

@@ -27,6 +27,7 @@ from typing import Any
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInput, NotFound, OperationFailed
 from orchestrator.models import StandaloneDetails
+from orchestrator.peer_policy import parse_policy
 from orchestrator.registry import (
     InterfaceSpec,
     ServiceRegistry,
@@ -60,6 +61,8 @@ class RunConfig:
     run_as_user: str = ""
     capabilities: dict[str, Any] = field(default_factory=dict)
     custom_interfaces: list[dict[str, Any]] | None = None
+    # Access and policy fields as the client gave them (see ``peer_policy.parse_policy``).
+    policy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,7 @@ def _check_common(config: RunConfig) -> tuple[dict[str, Any], list[InterfaceSpec
     if not 0 < timeout <= MAX_TIMEOUT_SECONDS:
         raise InvalidInput(f"timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS}")
     interfaces = parse_interfaces(config.custom_interfaces) or suggested_interfaces()
+    parse_policy(config.policy or {})
     fields = {
         "arguments": list(config.arguments),
         "environment_variables": dict(config.environment_variables),
@@ -181,7 +185,8 @@ class StandaloneServices:
                                     source="local", **fields)
         view = self.registry.create(name=name, service_type=ServiceType.STANDALONE,
                                     description=description, capabilities=config.capabilities,
-                                    interfaces=interfaces, details=details)
+                                    interfaces=interfaces, details=details,
+                                    policy=config.policy)
         return view, suggested_interfaces()
 
     # -- from git -----------------------------------------------------------------------------
@@ -221,7 +226,8 @@ class StandaloneServices:
             view = self.registry.create(name=name, service_type=ServiceType.STANDALONE,
                                         description=description,
                                         capabilities=config.capabilities,
-                                        interfaces=interfaces, details=details)
+                                        interfaces=interfaces, details=details,
+                                        policy=config.policy)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, repo, True)
             raise
@@ -333,7 +339,7 @@ class StandaloneServices:
         self.registry.update_details(service_id, executable_path=str(exe),
                                      working_directory=workdir, **fields)
         self.registry.replace_interfaces(service_id, interfaces)
-        changes: dict[str, Any] = {"status": ServiceStatus.ACTIVE}
+        changes: dict[str, Any] = {**(config.policy or {}), "status": ServiceStatus.ACTIVE}
         if config.capabilities:
             changes["capabilities"] = config.capabilities
         return self.registry.update(service_id, changes), suggested_interfaces()

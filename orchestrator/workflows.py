@@ -7,6 +7,7 @@ the editable definition consistent (a node or connection always belongs to its w
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,8 @@ def validate_node_config(config: Any) -> dict[str, Any]:
             value = config[key]
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise InvalidInput(f"config.{key} has the wrong type")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidInput(f"config.{key} must be a finite number")
             if key in ("timeout", "retry_count", "retry_delay") and value < 0:
                 raise InvalidInput(f"config.{key} must not be negative")
     return config

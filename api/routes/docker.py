@@ -9,14 +9,21 @@ from fastapi import Depends, status
 
 from api.deps import NodeDep, ServiceId, require_token
 from api.routing import Router
-from api.schemas import Body, docker_details_out, service_out, suggested_out
+from api.schemas import (
+    POLICY_FIELDS,
+    Body,
+    PolicyIn,
+    docker_details_out,
+    service_out,
+    suggested_out,
+)
 from orchestrator.errors import InvalidInput
 
 router = Router(prefix="/api/services/docker", tags=["docker"],
                    dependencies=[Depends(require_token)])
 
 
-class FromRegistry(Body):
+class FromRegistry(PolicyIn):
     service_name: str
     image_name: str
     image_tag: str | None = None
@@ -26,7 +33,7 @@ class FromRegistry(Body):
     custom_interfaces: list[dict[str, Any]] | None = None
 
 
-class FromGit(Body):
+class FromGit(PolicyIn):
     service_name: str
     repo_url: str
     branch: str | None = None
@@ -36,7 +43,7 @@ class FromGit(Body):
     custom_interfaces: list[dict[str, Any]] | None = None
 
 
-class FromLocal(Body):
+class FromLocal(PolicyIn):
     service_name: str
     local_path: str
     description: str = ""
@@ -58,27 +65,32 @@ class ConfigUpdate(Body):
     cmd: str | list[str] | None = None
 
 
-def _created(created: Any) -> dict[str, Any]:
-    return {"success": True, "service": service_out(created.view),
+def _created(created: Any, node: Any) -> dict[str, Any]:
+    return {"success": True, "service": service_out(created.view, node.policy),
             "suggested_interfaces": suggested_out(created.suggested)}
+
+
+def _fields(body: PolicyIn) -> dict[str, Any]:
+    """A creation body as the domain takes it: its own fields, and the policy ones apart."""
+    return {**body.model_dump(exclude=set(POLICY_FIELDS)), "policy": body.policy()}
 
 
 @router.post("/from-registry", status_code=status.HTTP_201_CREATED)
 async def from_registry(body: FromRegistry, node: NodeDep) -> dict[str, Any]:
-    created = await node.docker_services.from_registry(**body.model_dump())
-    return _created(created)
+    created = await node.docker_services.from_registry(**_fields(body))
+    return _created(created, node)
 
 
 @router.post("/from-git", status_code=status.HTTP_202_ACCEPTED)
 async def from_git(body: FromGit, node: NodeDep) -> dict[str, Any]:
-    op = node.docker_services.start_from_git(**body.model_dump())
+    op = node.docker_services.start_from_git(**_fields(body))
     return {"operation_id": op, "message": "Docker service creation started"}
 
 
 @router.post("/from-local", status_code=status.HTTP_201_CREATED)
 async def from_local(body: FromLocal, node: NodeDep) -> dict[str, Any]:
-    created = await node.docker_services.from_local(**body.model_dump())
-    return _created(created)
+    created = await node.docker_services.from_local(**_fields(body))
+    return _created(created, node)
 
 
 @router.post("/validate-git")

@@ -9,6 +9,7 @@ from fastapi import Depends, status
 from api.deps import NodeDep, ServiceId, require_token
 from api.routing import Router
 from api.schemas import (
+    POLICY_FIELDS,
     ServiceCreate,
     ServiceUpdate,
     StatusUpdate,
@@ -26,7 +27,7 @@ router = Router(prefix="/api/services", tags=["services"],
 
 @router.get("")
 def list_services(node: NodeDep) -> dict[str, Any]:
-    services = [service_out(v) for v in node.services.list()]
+    services = [service_out(v, node.policy) for v in node.services.list()]
     return {"services": services, "total": len(services)}
 
 
@@ -44,19 +45,21 @@ def create_service(body: ServiceCreate, node: NodeDep) -> dict[str, Any]:
         capabilities=body.capabilities,
         pricing=body.model_dump(include={"pricing_amount", "pricing_type", "pricing_interval",
                                          "pricing_unit"}),
+        policy=body.policy(),
     )
-    return {"service": service_out(view), "message": "Service added successfully"}
+    return {"service": service_out(view, node.policy), "message": "Service added successfully"}
 
 
 @router.get("/{id}")
 def get_service(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
-    return {"service": service_out(node.services.get(service_id))}
+    return {"service": service_out(node.services.get(service_id), node.policy)}
 
 
 @router.put("/{id}")
 def update_service(service_id: ServiceId, body: ServiceUpdate, node: NodeDep) -> dict[str, Any]:
-    view = node.services.update(service_id, body.model_dump(exclude_none=True))
-    return {"service": service_out(view), "message": "Service updated successfully"}
+    changes = body.model_dump(exclude_none=True, exclude=set(POLICY_FIELDS))
+    view = node.services.update(service_id, {**changes, **body.policy()})
+    return {"service": service_out(view, node.policy), "message": "Service updated successfully"}
 
 
 @router.delete("/{id}")

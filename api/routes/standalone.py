@@ -5,20 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from api.deps import NodeDep, ServiceId, require_token
 from api.routing import Router
-from api.schemas import service_out, standalone_details_out, suggested_out
+from api.schemas import PolicyIn, service_out, standalone_details_out, suggested_out
 from orchestrator.standalone_services import GitSource, RunConfig
 
 router = Router(prefix="/api/services/standalone", tags=["standalone"],
                    dependencies=[Depends(require_token)])
 
 
-class RunBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class RunBody(PolicyIn):
     executable_path: str
     arguments: list[str] = Field(default_factory=list)
     working_directory: str = ""
@@ -38,6 +36,7 @@ class RunBody(BaseModel):
             run_as_user=self.run_as_user or "",
             capabilities=self.capabilities,
             custom_interfaces=self.custom_interfaces,
+            policy=self.policy(),
         )
 
 
@@ -60,8 +59,8 @@ class FromGitBody(RunBody):
                          self.password or None, self.build_command or "")
 
 
-def _created(view: Any, suggested: Any) -> dict[str, Any]:
-    return {"success": True, "service": service_out(view),
+def _created(view: Any, suggested: Any, node: Any) -> dict[str, Any]:
+    return {"success": True, "service": service_out(view, node.policy),
             "suggested_interfaces": suggested_out(suggested)}
 
 
@@ -69,7 +68,7 @@ def _created(view: Any, suggested: Any) -> dict[str, Any]:
 def from_local(body: FromLocalBody, node: NodeDep) -> dict[str, Any]:
     view, suggested = node.standalone.create_from_local(
         name=body.service_name, description=body.description, config=body.config())
-    return _created(view, suggested)
+    return _created(view, suggested, node)
 
 
 @router.post("/from-git")
@@ -77,21 +76,21 @@ async def from_git(body: FromGitBody, node: NodeDep) -> dict[str, Any]:
     view, suggested = await node.standalone.create_from_git(
         name=body.service_name, description=body.description, source=body.source(),
         config=body.config())
-    return _created(view, suggested)
+    return _created(view, suggested, node)
 
 
 @router.get("/{id}/details")
 def details(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
     view = node.standalone.details(service_id)
     assert view.standalone is not None
-    return {"success": True, "service": service_out(view),
+    return {"success": True, "service": service_out(view, node.policy),
             "details": standalone_details_out(view.standalone)}
 
 
 @router.post("/{id}/finalize")
 def finalize(service_id: ServiceId, body: RunBody, node: NodeDep) -> dict[str, Any]:
     view, suggested = node.standalone.finalize(service_id, body.config())
-    return _created(view, suggested)
+    return _created(view, suggested, node)
 
 
 @router.delete("/{id}")

@@ -161,6 +161,9 @@ def test_data_services_feed_jobs_on_other_peers(mesh: Mesh) -> None:
     pa, pb, pc = mesh.peer_ids
     mine, theirs = os.urandom(150_000), os.urandom(90_000)
     data_a, data_b = upload_data(a, mine, "a.bin"), upload_data(b, theirs, "b.bin")
+    # A DATA service is private unless its owner says otherwise: B admits A to its own.
+    r = b.put(f"/api/services/{data_b}", json={"access": "peers", "allowed_peers": [pa]})
+    assert r.status_code == 200 and r.json()["service"]["access"] == "peers", r.text
     digest = "sha256sum | cut -d' ' -f1"
     on_c, on_a = sh_service(c, "digest-on-c", digest), sh_service(a, "digest-on-a", digest)
     out_a, out_b = interface_ids(a, data_a), interface_ids(b, data_b)

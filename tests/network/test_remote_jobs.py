@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from sqlmodel import select
 
@@ -224,15 +225,20 @@ async def test_jobs_are_refused_with_a_reason(peers: list[Peer], net: Net) -> No
 async def test_cancel_stops_the_process_on_the_executing_peer(peers: list[Peer],
                                                               tmp_path: Path) -> None:
     a, b, _ = peers
-    pid_file = tmp_path / "pid"
-    sleeper = b.sh("sleeper", f"echo $$ > {pid_file}; exec sleep 60")
+    # The job of another peer cannot write outside its job directory: it is found by its
+    # command line instead.
+    sleeper = b.sh("sleeper", "exec sleep 61.4242")
     req = request(b, sleeper)
     running = asyncio.ensure_future(a.remote.dispatch(req))
+    pids: list[int] = []
     for _ in range(200):
-        if pid_file.exists() and pid_file.read_text().strip():
+        pids = [p.pid for p in psutil.process_iter(["cmdline"])
+                if (p.info["cmdline"] or [])[-1:] == ["61.4242"]]
+        if pids:
             break
         await asyncio.sleep(0.05)
-    pid = int(pid_file.read_text())
+    assert len(pids) == 1, pids
+    pid = pids[0]
     assert await a.remote.cancel(req) is True
     async with asyncio.timeout(20):
         result = await running
@@ -251,11 +257,11 @@ async def test_data_services_feed_remote_jobs_decrypted_by_their_owner(
     plain = b"secret rows\n"
     (tmp_path / "plain").write_bytes(plain)
 
-    def data_service(peer: Peer, name: str) -> int:
+    def data_service(peer: Peer, name: str, policy: dict[str, Any] | None = None) -> int:
         enc = tmp_path / f"{name}.enc"
         encrypt_file(tmp_path / "plain", enc, "pass-" + name)
         view = peer.registry.create(name=name, service_type=ServiceType.DATA, details=DataDetails(
-            service_id=0, file_path=str(enc), passphrase="pass-" + name))
+            service_id=0, file_path=str(enc), passphrase="pass-" + name), policy=policy)
         return int(view.service.id or 0)
 
     # A's DATA into B's job: A decrypts it for that job; B never sees the encrypted file.
@@ -268,8 +274,13 @@ async def test_data_services_feed_remote_jobs_decrypted_by_their_owner(
     assert a.store.read_bytes(result.outputs["STDOUT"]) == plain
     assert not b.store.has(encrypted.sha256)
 
-    # B's DATA as a workflow node of A: B decrypts it and answers with the plain artifact.
-    b_data = data_service(b, "b-data")
+    # B's DATA as a workflow node of A: private by default, so B refuses A...
+    private = data_service(b, "b-private")
+    refused = await a.remote.dispatch(request(b, private, job_id="rn-e1-j4-a1"))
+    assert refused.outcome is JobOutcome.FAILED
+    assert "access_denied" in (refused.error or "")
+    # ...and where its owner admits A, B decrypts it and answers with the plain artifact.
+    b_data = data_service(b, "b-data", {"access": "peers", "allowed_peers": [a.peer_id]})
     got = await a.remote.dispatch(request(b, b_data, job_id="rn-e1-j5-a1"))
     assert got.outcome is JobOutcome.COMPLETED, got.error
     assert a.store.read_bytes(got.outputs["DATA"]) == plain

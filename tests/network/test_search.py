@@ -76,7 +76,7 @@ def test_parse_rejects_bad_fields(payload: dict[str, Any], match: str) -> None:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_fan_out_streams_results_and_reports_silent_peers(net: Net, tmp_path: Path) -> None:
     asker, good, silent = await net.add(), await net.add(), await net.add()
-    register_search(good, lambda: OFFERS)
+    register_search(good, lambda _peer: OFFERS)
 
     async def never(request: IncomingRequest) -> dict[str, Any]:
         import asyncio
