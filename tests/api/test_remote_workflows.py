@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess, side_by_side
+from tests.support.processes import sleeper, sleeping
 from tests.support.upload_client import UploadSocket
-from tests.support.waiting import wait_for_peers
+from tests.support.waiting import wait_for_peers, wait_until
 from tests.support.workflows import (
     TERMINAL,
     execute,
@@ -195,52 +196,51 @@ def test_killed_executing_peer_fails_its_job_naming_it(mesh: Mesh, tmp_path: Pat
     pa = mesh.peer_ids[0]
     d = NodeProcess(tmp_path / "d", env=NO_PREFECT,
                     extra_args=["--bootstrap", f"127.0.0.1:{mesh.nodes[0].dht_port}"])
-    pid_file = tmp_path / "sleeper.pid"
-    sleeper: int | None = None
+    duration = sleeper()
     try:
         d.start()
         dc = d.client()
         pd = dc.get("/api/node/status").json()["peer_id"]
         wait_for_peers(a, {pd})
         wait_for_peers(dc, {pa})
-        sid, _ = sh_service(dc, "sleeper", f"echo $$ > {pid_file}; exec sleep 120")
+        sid, _ = sh_service(dc, "sleeper", f"exec sleep {duration}")
         dc.close()
         wf, ids = make_workflow(a, "dies-midway", [(sid, {"retry_count": 0}, pd)], [])
         eid = execute(a, wf)
         deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and not (pid_file.exists()
-                                                   and pid_file.read_text().strip()):
+        while time.monotonic() < deadline and not sleeping(duration):
             assert a.get(f"/api/workflow-executions/{eid}/status").json()["status"] \
                 not in TERMINAL
             time.sleep(0.2)
-        sleeper = int(pid_file.read_text())
+        assert sleeping(duration)
         d.kill()
         status = wait_done(a, eid, timeout=60)  # far below the job's 300 s timeout
         job = jobs_by_node(a, eid)[ids[0]]
         assert status["status"] == "FAILED"
         assert job["status"] == "FAILED" and pd in job["error"], job
         assert pd in status["error"]
+        # The job's sandbox dies with its node: nothing of it is left running.
+        wait_until(lambda: not sleeping(duration), 20, "the job's processes to end")
     finally:
         d.stop()
-        if sleeper is not None:  # the job's process outlives its killed node
+        for pid in sleeping(duration):
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(sleeper, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(sleeper, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_cancelling_an_execution_stops_its_remote_job(mesh: Mesh, tmp_path: Path) -> None:
     a, b, _ = mesh.clients
     pb = mesh.peer_ids[1]
-    pid_file = tmp_path / "cancel.pid"
-    sid, _ = sh_service(b, "cancel-me", f"echo $$ > {pid_file}; exec sleep 120")
+    duration = sleeper()
+    sid, _ = sh_service(b, "cancel-me", f"exec sleep {duration}")
     wf, _ = make_workflow(a, "cancelled-remotely", [(sid, {}, pb)], [])
     eid = execute(a, wf)
     deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline and not (pid_file.exists()
-                                               and pid_file.read_text().strip()):
+    while time.monotonic() < deadline and not sleeping(duration):
         time.sleep(0.2)
-    pid = int(pid_file.read_text())
+    pids = sleeping(duration)
+    assert len(pids) == 1, pids
+    pid = pids[0]
     try:
         r = a.post(f"/api/workflow-executions/{eid}/cancel")
         assert r.status_code == 200, r.text

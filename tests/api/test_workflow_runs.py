@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from tests.support.node_process import ApiClient, NodeProcess, free_port
+from tests.support.processes import sleeper, sleeping
 from tests.support.waiting import wait_until
 from tests.support.workflows import (
     TERMINAL,
@@ -198,7 +199,7 @@ def test_timeout_fails_the_node(api: ApiClient) -> None:
 
 def test_cancel_stops_the_running_process(api: ApiClient) -> None:
     # The job runs in a PID namespace of its own: it is found from outside by its unique command.
-    seconds = str(600 + os.getpid() % 1000)
+    seconds = sleeper()
     slow = sh_service(api, "sleeper", f"exec sleep {seconds}")
     after = sh_service(api, "after-cancel", "cat")
     wf, ids = make_workflow(api, "cancel", [(slow[0], {}), (after[0], {})],
@@ -206,9 +207,9 @@ def test_cancel_stops_the_running_process(api: ApiClient) -> None:
     eid = execute(api, wf)
     wait_job_running(api, eid, ids[0])
     deadline = time.monotonic() + 30
-    while not _sleepers(seconds) and time.monotonic() < deadline:
+    while not sleeping(seconds) and time.monotonic() < deadline:
         time.sleep(0.1)
-    pids = _sleepers(seconds)
+    pids = sleeping(seconds)
     assert pids
     r = api.post(f"/api/workflow-executions/{eid}/cancel")
     assert r.status_code == 200
@@ -224,16 +225,6 @@ def test_cancel_stops_the_running_process(api: ApiClient) -> None:
     again = api.post(f"/api/workflow-executions/{eid}/cancel")
     assert again.status_code == 409 and "error" in again.json()
     assert api.post("/api/workflow-executions/999999/cancel").status_code == 404
-
-
-def _sleepers(seconds: str) -> list[int]:
-    """Pids of the ``sleep <seconds>`` processes on this machine."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.info["cmdline"] == ["sleep", seconds]:
-                found.append(proc.pid)
-    return found
 
 
 def _alive(pid: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import tarfile
 import tempfile
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from executors.artifacts import ArtifactStore
 from executors.base import JobOutcome, JobSpec, MountInput, StandaloneTarget
 from executors.standalone import JobSetupError, StandaloneExecutor, mount_location, resolve_user
+from tests.support.processes import sleeper, sleeping
 
 SH = "/bin/sh"
 
@@ -27,21 +27,6 @@ def gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def sleeper() -> str:
-    """A sleep duration no other process on the host uses: it names the job's child (whose pid
-    inside the job's PID namespace says nothing to the host)."""
-    return f"{random.randrange(10**6, 10**7)}"
-
-
-def sleeping(duration: str) -> list[int]:
-    """Host pids of live ``sleep <duration>`` processes."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["cmdline"] == ["sleep", duration] and p.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(p.pid)
-    return found
 
 
 def tar_members(store: ArtifactStore, ref) -> dict[str, bytes | None]:

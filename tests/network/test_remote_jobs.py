@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 from sqlmodel import select
 
@@ -36,6 +35,7 @@ from orchestrator.models import DataDetails, JobExecution, StandaloneDetails
 from orchestrator.registry import InterfaceSpec, ServiceRegistry
 from orchestrator.remote_jobs import RemoteJobs
 from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
+from tests.support.processes import sleeper, sleeping
 from tests.support.transports import Net, transports
 
 pytestmark = pytest.mark.timeout(120)
@@ -227,14 +227,13 @@ async def test_cancel_stops_the_process_on_the_executing_peer(peers: list[Peer],
     a, b, _ = peers
     # The job of another peer cannot write outside its job directory: it is found by its
     # command line instead.
-    sleeper = b.sh("sleeper", "exec sleep 61.4242")
-    req = request(b, sleeper)
+    duration = sleeper()
+    job = b.sh("sleeper", f"exec sleep {duration}")
+    req = request(b, job)
     running = asyncio.ensure_future(a.remote.dispatch(req))
     pids: list[int] = []
     for _ in range(200):
-        pids = [p.pid for p in psutil.process_iter(["cmdline"])
-                if (p.info["cmdline"] or [])[-1:] == ["61.4242"]]
-        if pids:
+        if pids := sleeping(duration):
             break
         await asyncio.sleep(0.05)
     assert len(pids) == 1, pids
