@@ -1,4 +1,9 @@
-"""The FastAPI application: routers, CORS and the error shapes of the reference."""
+"""The FastAPI application: routers, the edge middlewares, CORS and the error shapes.
+
+Middlewares, outermost first: CORS (answers preflights), ``api.gate.Gate`` (rate limits of the
+login endpoints, the bearer token, before any body is read), ``api.body_limit.BodyLimit``
+(body size, read time, JSON numbers), then the routes.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import api.routes
+from api.body_limit import BodyLimit
 from api.deps import describe_validation
+from api.errors import error_payload
+from api.gate import Gate
+from api.rate_limit import RateLimiter
 from orchestrator.errors import DomainError
 from orchestrator.node import Node
 
@@ -25,6 +34,7 @@ _HTTP_MESSAGES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    413: "Request body too large",
     500: "Internal server error",
     503: "Service unavailable",
 }
@@ -32,10 +42,7 @@ _HTTP_MESSAGES = {
 
 def error_response(request: Request, status: int, message: str) -> JSONResponse:
     """``{"error": ...}``, or ``{"success": false, "error": ...}`` on the auth endpoints."""
-    body: dict[str, object] = {"error": message}
-    if request.url.path.startswith("/api/auth/"):
-        body = {"success": False, "error": message}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_payload(request.url.path, message), status_code=status)
 
 
 def create_app(node: Node) -> FastAPI:
@@ -47,6 +54,7 @@ def create_app(node: Node) -> FastAPI:
         docs_url="/docs",
     )
     app.state.node = node
+    add_edge_middlewares(app, node)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
@@ -79,6 +87,43 @@ def create_app(node: Node) -> FastAPI:
     for router in route_modules():
         app.include_router(router)
     return app
+
+
+CHALLENGE_PATH = "/api/auth/challenge"
+LOGIN_PATH = "/api/auth/ed25519"
+# The login body is a challenge, a signature and a key in hex: a few hundred bytes.
+LOGIN_BODY_MAX_BYTES = 16 * 1024
+
+
+def public_paths(app: FastAPI) -> set[str]:
+    """The paths anyone may call without a token: login, health and the API docs."""
+    docs = {app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url}
+    return {CHALLENGE_PATH, LOGIN_PATH, "/api/health", *(p for p in docs if p)}
+
+
+def add_edge_middlewares(app: FastAPI, node: Node) -> None:
+    """The gate and the body limit, from the node's settings (added before CORS: inside it)."""
+    settings = node.settings
+    public = public_paths(app)
+
+    def limiter() -> RateLimiter:
+        return RateLimiter(burst=settings.auth_rate_burst,
+                           per_second=settings.auth_rate_per_second)
+
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.http_body_max_bytes,
+        read_timeout=settings.http_body_timeout_seconds,
+        # Nothing public takes more than the login body.
+        path_caps={path: min(LOGIN_BODY_MAX_BYTES, settings.http_body_max_bytes)
+                   for path in public},
+    )
+    app.add_middleware(
+        Gate,
+        check_token=node.auth.check_token,
+        public_paths=public,
+        rate_limits={("GET", CHALLENGE_PATH): limiter(), ("POST", LOGIN_PATH): limiter()},
+    )
 
 
 def route_modules() -> list[APIRouter]:

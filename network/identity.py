@@ -7,6 +7,7 @@ when one is given, otherwise in plain hex with mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -107,28 +108,81 @@ def decode_key_file(raw: bytes, passphrase: str | None) -> Identity:
         key = _derive(passphrase, bytes.fromhex(doc["salt"]), doc["opslimit"], doc["memlimit"])
         seed = nacl.secret.SecretBox(key).decrypt(bytes.fromhex(doc["sealed"]))
         return Identity.from_seed(seed)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # Before CryptoError: a seed or box of the wrong length is nacl's ValueError, one too.
+        raise IdentityError(f"identity key file is malformed or truncated ({type(exc).__name__}):"
+                            f" restore it from a backup") from exc
     except nacl.exceptions.CryptoError as exc:
-        raise IdentityError("wrong passphrase for the identity key") from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IdentityError(f"identity key file is malformed: {type(exc).__name__}") from exc
+        # A damaged sealed seed fails its check the same way.
+        raise IdentityError("wrong passphrase for the identity key (or its file is damaged)"
+                            ) from exc
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically."""
+def write_durable(path: Path, data: bytes, *, mode: int = 0o600, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, whole.
+
+    The bytes go to a temporary file beside it (with ``mode`` from the first byte), which is
+    fsynced, then renamed over ``path``, and the directory is fsynced so the rename itself
+    survives a power loss. ``replace=False``: ``FileExistsError`` when ``path`` exists (checked
+    at the rename, atomically), and the file there is left as it is.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` durably and atomically, with mode 0600 from the first byte."""
+    write_durable(path, data, mode=0o600, replace=replace)
+
+
+def read_key_file(path: Path, passphrase: str | None) -> Identity:
+    """The identity stored at ``path``; ``IdentityError`` naming the file when it is damaged."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise IdentityError(
+            f"the identity key {path} is empty (cut off by a crash?): restore it from a backup; "
+            f"the node does not make a new identity over it (delete the file to start afresh "
+            f"with a new peer id)")
+    try:
+        return decode_key_file(raw, passphrase)
+    except IdentityError as exc:
+        raise IdentityError(f"{path}: {exc}") from exc
 
 
 def load_or_create(path: Path, passphrase: str | None) -> tuple[Identity, bool]:
-    """Load the identity at ``path``, creating it on first use. Returns (identity, created)."""
+    """Load the identity at ``path``, creating it on first use. Returns (identity, created).
+
+    A file that is there is never replaced: a damaged one is an ``IdentityError``.
+    """
     if path.exists():
-        return decode_key_file(path.read_bytes(), passphrase), False
+        return read_key_file(path, passphrase), False
     identity = Identity.generate()
-    write_private(path, encode_key_file(identity, passphrase))
+    try:
+        write_private(path, encode_key_file(identity, passphrase), replace=False)
+    except FileExistsError:  # another process created it meanwhile: use that one
+        return read_key_file(path, passphrase), False
     return identity, True
 
 

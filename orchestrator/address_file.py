@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from network.identity import write_durable
 from orchestrator.config import Settings
 
 FILE_NAME = "node.json"
@@ -40,11 +41,10 @@ def urls(settings: Settings) -> dict[str, str]:
 
 
 def write(settings: Settings, peer_id: str) -> None:
-    """Record this process as the data dir's running node (atomically: readers never see half)."""
-    path = _path(settings)
-    tmp = path.with_name(f".{FILE_NAME}.{os.getpid()}")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "peer_id": peer_id, **urls(settings)}))
-    tmp.replace(path)
+    """Record this process as the data dir's running node (atomically and durably: readers
+    never see half, and a crash leaves the old record or the new one)."""
+    record = {"pid": os.getpid(), "peer_id": peer_id, **urls(settings)}
+    write_durable(_path(settings), json.dumps(record).encode(), mode=0o644)
 
 
 def remove(settings: Settings) -> None:

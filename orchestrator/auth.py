@@ -8,16 +8,25 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 
-from network.identity import Identity, load_authorized_keys, peer_id_for, verify, write_private
+from network.identity import (
+    Identity,
+    IdentityError,
+    load_authorized_keys,
+    peer_id_for,
+    verify,
+    write_private,
+)
 from orchestrator.errors import AuthFailed, InvalidInput
 
 CHALLENGE_BYTES = 32
+SECRET_BYTES = 32
 ISSUER = "remote-network-node"
 # Tokens whose signature has been checked, kept so a client's repeated requests skip the HMAC
 # and JSON work; the expiry is still checked on every request.
@@ -32,21 +41,28 @@ class TokenClaims:
 
 
 class ChallengeStore:
-    """Random challenges, each valid once and for ``ttl`` seconds."""
+    """Random challenges, each valid once and for ``ttl`` seconds; at most ``max_pending``.
+
+    All challenges live the same ``ttl``, so they expire in the order they were issued: expiry
+    and eviction (of the oldest, when full) take from the front of an ordered dict, and a flood
+    of requests costs the same per request however many are outstanding.
+    """
 
     def __init__(self, ttl: int, *, max_pending: int = 10_000) -> None:
         self.ttl = ttl
         self.max_pending = max_pending
-        self._pending: dict[str, float] = {}
+        self._pending: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._pending)
 
     def issue(self, now: float) -> str:
         challenge = secrets.token_hex(CHALLENGE_BYTES)
         with self._lock:
             self._expire(now)
-            if len(self._pending) >= self.max_pending:
-                oldest = min(self._pending, key=self._pending.__getitem__)
-                del self._pending[oldest]
+            while len(self._pending) >= self.max_pending:
+                self._pending.popitem(last=False)
             self._pending[challenge] = now + self.ttl
         return challenge
 
@@ -57,14 +73,36 @@ class ChallengeStore:
         return expires is not None and now <= expires
 
     def _expire(self, now: float) -> None:
-        for key in [k for k, exp in self._pending.items() if exp < now]:
-            del self._pending[key]
+        while self._pending:
+            oldest, expires = next(iter(self._pending.items()))
+            if expires >= now:
+                return
+            del self._pending[oldest]
+
+
+class SecretFileError(IdentityError):
+    """The token secret's file is there but unreadable (empty, truncated or not hex)."""
 
 
 def load_or_create_secret(path: Path) -> bytes:
+    """The HS256 secret of the node's tokens, created (durably) on first use.
+
+    A file that is there but empty or damaged is an error, never silently replaced: a new
+    secret would quietly log every client out.
+    """
     if path.exists():
-        return bytes.fromhex(path.read_text().strip())
-    secret = secrets.token_bytes(32)
+        raw = path.read_bytes().strip()
+        try:
+            secret = bytes.fromhex(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            secret = b""
+        if len(secret) < SECRET_BYTES:
+            raise SecretFileError(
+                f"the token secret {path} is empty or damaged ({len(raw)} bytes); restore it "
+                f"from a backup, or delete it to make a new one (every token issued is then "
+                f"refused)")
+        return secret
+    secret = secrets.token_bytes(SECRET_BYTES)
     write_private(path, secret.hex().encode())
     return secret
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from api.app import create_app
+from api.routes.ws import MAX_MESSAGE_BYTES
 from network.certs import ensure_self_signed
 from orchestrator import address_file
 from orchestrator.config import Settings
@@ -113,7 +114,7 @@ async def run_node(settings: Settings) -> bool:
     app = create_app(node)
     common = {"log_level": settings.log_level.lower(), "lifespan": "off",
               "timeout_graceful_shutdown": 5, "access_log": settings.log_level == "DEBUG",
-              "ws_max_size": 16 * 1024 * 1024}
+              "ws_max_size": MAX_MESSAGE_BYTES}
     servers = [
         _Server(uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key),
                                ssl_version=ssl.PROTOCOL_TLS_SERVER, **common)),

@@ -1,13 +1,22 @@
-"""Challenges and tokens, with the clock stepped instead of waited for."""
+"""Challenges and tokens, with the clock stepped instead of waited for; key and secret files."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import jwt
 import nacl.signing
 import pytest
 
-from network.identity import Identity
-from orchestrator.auth import Authenticator, ChallengeStore, load_or_create_secret
+from network.certs import CertificateError, ensure_self_signed
+from network.identity import (
+    Identity,
+    IdentityError,
+    encode_key_file,
+    load_or_create,
+    write_private,
+)
+from orchestrator.auth import Authenticator, ChallengeStore, SecretFileError, load_or_create_secret
 from orchestrator.errors import AuthFailed, InvalidInput
 
 
@@ -112,3 +121,92 @@ def test_secret_is_created_once_and_private(tmp_path) -> None:  # type: ignore[n
     first = load_or_create_secret(path)
     assert len(first) == 32 and load_or_create_secret(path) == first
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_challenge_flood_keeps_the_store_bounded() -> None:
+    store = ChallengeStore(ttl=300, max_pending=500)
+    honest = store.issue(now=0)
+    for i in range(20_000):
+        store.issue(now=i / 1000)
+    assert len(store) == 500
+    assert store.consume(honest, now=21) is False  # evicted, oldest first
+    # Expiry runs as challenges are issued: after the ttl, the flood's challenges are gone.
+    store.issue(now=10_000)
+    assert len(store) == 1
+
+
+# -- key and secret files ---------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"\n", b"abcd", b"zz" * 32, b"ab" * 16])
+def test_a_damaged_secret_is_an_error_and_is_kept(tmp_path, content: bytes) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "jwt.secret"
+    path.write_bytes(content)
+    with pytest.raises(SecretFileError, match="empty or damaged"):
+        load_or_create_secret(path)
+    assert path.read_bytes() == content
+    assert isinstance(SecretFileError("x"), IdentityError)  # the CLI reports it, no traceback
+
+
+def _damaged_keys() -> list[bytes]:
+    whole = encode_key_file(Identity.generate(), None)
+    sealed = encode_key_file(Identity.generate(), "p")
+    return [b"", b"  \n", whole[: len(whole) // 2], whole[:-3] + b'"}',
+            whole.replace(b'"seed": "', b'"seed": "ab'), sealed[: len(sealed) - 20] + b'"}']
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_a_damaged_identity_key_is_an_error_never_a_new_identity(tmp_path,  # type: ignore[no-untyped-def]
+                                                                 case: int) -> None:
+    content = _damaged_keys()[case]
+    path = tmp_path / "identity.key"
+    path.write_bytes(content)
+    sealed = b"sealed" in content
+    with pytest.raises(IdentityError) as info:
+        load_or_create(path, "p" if sealed else None)
+    message = str(info.value)
+    assert str(path) in message
+    assert ("damaged" if sealed else "empty" if not content.strip() else "truncated") in message
+    assert path.read_bytes() == content
+
+
+def test_key_files_are_written_with_fsync_and_rename(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    identity, created = load_or_create(tmp_path / "identity.key", None)
+    load_or_create_secret(tmp_path / "jwt.secret")
+    cert, key = ensure_self_signed(tmp_path / "tls", common_name="rn-test")
+    assert created
+    # Each file's bytes (under its temporary name), then its directory, are synced.
+    pid = os.getpid()
+    assert [Path(p).name for p in synced] == [
+        f".identity.key.{pid}.tmp", tmp_path.name, f".jwt.secret.{pid}.tmp", tmp_path.name,
+        f".server.key.{pid}.tmp", "tls", f".server.crt.{pid}.tmp", "tls"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "identity.key", "jwt.secret", "server.crt", "server.key", "tls"]
+    assert load_or_create(tmp_path / "identity.key", None)[0].peer_id == identity.peer_id
+    assert ensure_self_signed(tmp_path / "tls", common_name="rn-test") == (cert, key)
+
+
+def test_a_key_file_created_meanwhile_is_not_overwritten(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "identity.key"
+    path.write_bytes(b"theirs")
+    with pytest.raises(FileExistsError):
+        write_private(path, b"mine", replace=False)
+    assert path.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["identity.key"]
+
+
+@pytest.mark.parametrize("damaged", ["server.crt", "server.key"])
+def test_a_damaged_tls_file_is_an_error_and_is_kept(tmp_path, damaged: str) -> None:  # type: ignore[no-untyped-def]
+    ensure_self_signed(tmp_path, common_name="rn-test")
+    (tmp_path / damaged).write_bytes(b"")
+    with pytest.raises(CertificateError, match="empty"):
+        ensure_self_signed(tmp_path, common_name="rn-test")
+    assert (tmp_path / damaged).read_bytes() == b""
