@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     dht_values_per_source: int = Field(default=256, gt=0)
     dht_members_per_source: int = Field(default=8, gt=0)
     peer_book_max: int = Field(default=1024, gt=0)
+    # QUIC: incoming connections in all and per peer, streams a peer may have open on one
+    # connection; the TLS bulk channel: connections served at once.
+    p2p_max_connections: int = Field(default=256, gt=0)
+    p2p_max_connections_per_peer: int = Field(default=4, gt=0)
+    p2p_max_streams: int = Field(default=64, gt=0)
+    bulk_max_connections: int = Field(default=32, gt=0)
     public_host: str | None = None
     prefect_ui: bool = False
     prefect_port: int = 4200

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from network.limits import TransportLimits
 from network.peer_capabilities import fetch_capabilities, register_capabilities
 from network.search import WS_SERVICE_SEARCH, offer_from_view, register_search, ws_search_handler
 from network.transport import Address, PeerTransport, TransportConfig
@@ -30,8 +31,14 @@ class PeerMessaging:
     def __init__(self, node: Node) -> None:
         self.node = node
         settings = node.settings
+        limits = TransportLimits(
+            max_connections=settings.p2p_max_connections,
+            max_unverified=min(64, settings.p2p_max_connections),
+            max_connections_per_peer=settings.p2p_max_connections_per_peer,
+            max_incoming_streams=settings.p2p_max_streams,
+            bulk_max_connections=settings.bulk_max_connections)
         config = TransportConfig(host=settings.p2p_host, port=settings.quic_port,
-                                 tls_dir=settings.tls_dir)
+                                 tls_dir=settings.tls_dir, limits=limits)
         self.transport = PeerTransport(node.identity, config, resolver=self._addresses,
                                        is_blacklisted=node.blacklist.contains)
         self.transport.blob_source = self._blob_path
