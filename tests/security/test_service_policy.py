@@ -291,3 +291,52 @@ async def test_one_job_at_once_per_peer_the_second_is_busy(
     # Its place is free again.
     quick, _ = owner.standalone("quick", "/bin/echo", ["ok"], [{"interface_type": "STDOUT"}])
     assert (await job_run(stranger, owner, quick, job_id="third"))["outcome"] == "COMPLETED"
+
+
+# -- a stranger's job cannot reach the node ---------------------------------------------------
+async def test_a_strangers_job_reaches_neither_the_nodes_files_nor_the_network(
+        owner: Owner, stranger: PeerTransport, tmp_path: Path) -> None:
+    """The owner offers a script that reads the path it is given, writes where it is told and
+    dials where it is told: the stranger names the node's key, a host path and a listener on
+    127.0.0.1. The job runs as the unprivileged user, and none of it works."""
+    marker = tmp_path / "job-marker"
+    accepted = 0
+
+    async def count(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        w.close()
+
+    listener = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    dial = ("import socket, sys\n"
+            "try:\n"
+            "    socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2)\n"
+            "    print('dialled')\n"
+            "except OSError:\n"
+            "    print('no network')\n")
+    script = ('id -u; cat "$TARGET" 2>/dev/null; ls "$DATA" 2>/dev/null; '
+              'touch "$MARK" 2>/dev/null; python3 -c "$DIAL" "$PORT"; true')
+    sid, ids = owner.standalone("reach-out", "/bin/sh", ["-c", script], [
+        {"interface_type": "STDOUT"}, {"interface_type": "ENV", "path": "TARGET"},
+        {"interface_type": "ENV", "path": "DATA"}, {"interface_type": "ENV", "path": "MARK"},
+        {"interface_type": "ENV", "path": "DIAL"}, {"interface_type": "ENV", "path": "PORT"}])
+    values = {"TARGET": str(owner.node.data_dir / "identity.key"),
+              "DATA": str(owner.node.data_dir), "MARK": str(marker), "DIAL": dial,
+              "PORT": str(port)}
+    try:
+        answer = await job_run(stranger, owner, sid, job_id="reach", inputs=[
+            {"interface_id": ids[name], "interface_type": None, "path": "", "text": text}
+            for name, text in values.items()])
+        out = (await stdout_of(stranger, owner, answer, tmp_path / "out")).decode()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    lines = out.splitlines()
+    assert lines[0] == "65534", out  # nobody: the node runs as root
+    assert lines[-1] == "no network" and accepted == 0, out
+    key = (owner.node.data_dir / "identity.key").read_bytes()
+    assert key and key.decode(errors="replace").strip() not in out
+    assert not {"identity.key", "jwt.secret", "node.db"} & set(lines), out
+    assert not marker.exists()
+    still_serving(owner)
