@@ -7,7 +7,8 @@ bytes in, envelopes out (and back); it never touches a socket.
 On a request stream the requester sends one envelope of the request's type; the answerer sends
 zero or more ``event`` envelopes (progress, log lines, state changes) and then exactly one
 ``response`` or ``error`` envelope carrying the same ``request_id``. A ``bulk`` envelope is a
-header frame after which the stream carries raw bytes (see ``network.bulk``).
+header frame after which the stream carries raw bytes (see ``network.bulk``). The two sides of
+that exchange are the state machines of ``network.stream_protocol``.
 
 A peer is a stranger: a length prefix over the frame limit is refused before its body is read,
 and a body with a number that is not finite (``NaN``, ``Infinity``, ``1e999``), nesting past the

@@ -9,7 +9,8 @@ the relay carries only encrypted packets it cannot read, and counts their bytes.
 ``encode_datagram`` and ``DatagramDecoder`` are the framing (2-byte big-endian length, then the
 datagram), pure. ``StreamDatagramTransport`` is what a QUIC protocol object sends through: the
 ``asyncio.DatagramTransport`` interface over a stream writer. ``pump`` feeds the datagrams read
-from the stream to that protocol.
+from the stream to that protocol. ``network.tunnels`` dials and serves the QUIC connections that
+run over a tunnel.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from network.peer_errors import (
     RemoteError,
     RequestRejected,
 )
-from network.transport import IncomingRequest
+from network.streams import IncomingRequest
 from tests.support.node_process import free_udp_port
 from tests.support.transports import Net, transports
 

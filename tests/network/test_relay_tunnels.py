@@ -16,7 +16,8 @@ import pytest
 from network.messages import Envelope, encode
 from network.peer_errors import PeerUnreachable
 from network.relay import RELAY_REGISTER, RelayService
-from network.transport import RELAY_INCOMING, PeerTransport
+from network.transport import PeerTransport
+from network.tunnels import RELAY_INCOMING
 from tests.support.transports import Net, transports
 
 

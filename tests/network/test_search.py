@@ -16,7 +16,7 @@ from network.search import (
     register_search,
     search_peers,
 )
-from network.transport import IncomingRequest
+from network.streams import IncomingRequest
 from tests.support.transports import Net, transports
 
 
