@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.node_client import NodeClient
-from flows.templates import render_workflow
+from flows.client.node_client import NodeClient
+from flows.client.templates import render_workflow
 
 BUSYBOX = "/bin/busybox"
 SOURCE = ("text-lines", ["printf", "one two three\nfour five\nsix\n"])

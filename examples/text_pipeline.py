@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.define import Workflow
-from flows.node_client import NodeClient
+from flows.client.define import Workflow
+from flows.client.node_client import NodeClient
 
 BUSYBOX = "/bin/busybox"
 TEXT = "hello from the remote network\n"

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--key-passphrase-file", type=Path, default=None)
     token.set_defaults(func=cmd_token)
 
-    from flows.cli_workflow import add_parser as add_workflow_parser
+    from flows.client.cli_workflow import add_parser as add_workflow_parser
 
     add_workflow_parser(sub)
     return parser

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from flows.node_client import NodeClient
-    from flows.submit import Execution
+    from flows.client.node_client import NodeClient
+    from flows.client.submit import Execution
 
 OUTPUT_KINDS = frozenset({"STDOUT", "STDERR", "LOGS"})
 INPUT_KINDS = frozenset({"STDIN", "ENV", "ARG"})
@@ -342,14 +342,14 @@ class Workflow:
     # -- talking to a node -------------------------------------------------------------------
     def register(self, client: NodeClient) -> int:
         """Create this workflow on the node, or replace the one with the same name (same id)."""
-        from flows.submit import register
+        from flows.client.submit import register
 
         return register(self, client)
 
     def run(self, client: NodeClient, *, wait: bool = True, timeout: float = 600.0,
             poll_interval: float = 0.5, on_progress: Any = None) -> Execution:
         """Execute (registering first if needed); with ``wait``, until it ends or ``timeout``."""
-        from flows.submit import run
+        from flows.client.submit import run
 
         if self.id is None:
             self.register(client)

@@ -10,10 +10,10 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flows.define import DefinitionError, Port, Step, Workflow, normalize_mount
+from flows.client.define import DefinitionError, Port, Step, Workflow, normalize_mount
 
 if TYPE_CHECKING:
-    from flows.node_client import NodeClient
+    from flows.client.node_client import NodeClient
 
 X_SPACING, Y_SPACING = 260, 140
 

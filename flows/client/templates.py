@@ -1,6 +1,6 @@
 """Workflow templates: Jinja2 files in ``templates/`` that render to a workflow definition.
 
-A template renders to the YAML file format of ``flows.define`` (name, description, nodes,
+A template renders to the YAML file format of ``flows.client.define`` (name, description, nodes,
 edges). Parameters are Jinja2 variables; one a template uses without a ``default`` is
 required, and leaving it out is an error that names it. Extra filters for templates:
 ``as_list`` (a list, or a comma-separated string, as a list) and ``step_names`` (unique step
@@ -18,9 +18,9 @@ import jinja2
 import jinja2.meta
 import yaml
 
-from flows.define import DefinitionError, Workflow
+from flows.client.define import DefinitionError, Workflow
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 SUFFIXES = (".yaml.j2", ".yml.j2", ".json.j2", ".j2")
 
 

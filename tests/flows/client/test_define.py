@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from flows.define import DefinitionError, Workflow, step
-from flows.resolve import ServiceCatalog, resolve
+from flows.client.define import DefinitionError, Workflow, step
+from flows.client.resolve import ServiceCatalog, resolve
 
 PEER = "a" * 40
 OTHER_PEER = "b" * 40

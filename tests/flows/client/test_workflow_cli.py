@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from flows.define import DefinitionError, Workflow
-from flows.node_client import NodeClient, NodeError
+from flows.client.define import DefinitionError, Workflow
+from flows.client.node_client import NodeClient, NodeError
 from orchestrator.cli import main as cli_main
 from tests.support.node_process import REPO, NodeProcess
 
@@ -223,7 +223,7 @@ def test_list_from_a_real_command_process(node_proc: NodeProcess, node_client: N
 def test_wait_and_collect_read_the_execution_records(node_proc: NodeProcess,
                                                      node_client: NodeClient,
                                                      svc: dict[str, int]) -> None:
-    from flows.submit import WaitTimeout, collect, wait_until_done
+    from flows.client.submit import WaitTimeout, collect, wait_until_done
     from tests.api.helpers import insert
 
     gen, upper, _ = names(svc)
@@ -270,7 +270,7 @@ def test_wait_and_collect_read_the_execution_records(node_proc: NodeProcess,
 def test_progress_bar_writes_a_line_per_change() -> None:
     import io
 
-    from flows.cli_workflow import ProgressBar
+    from flows.client.cli_workflow import ProgressBar
 
     stream = io.StringIO()
     bar = ProgressBar(stream, 7)
@@ -316,7 +316,7 @@ def test_text_pipeline_example_end_to_end(node_proc: NodeProcess, node_client: N
 
 
 def test_template_example_runs_through_the_python_api(node_client: NodeClient) -> None:
-    from flows.files import load
+    from flows.client.files import load
 
     loaded = load(REPO / "examples" / "fan_out.py")
     assert loaded.setup is not None

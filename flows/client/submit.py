@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows.define import Workflow
-from flows.node_client import NodeClient, NodeError
-from flows.resolve import ServiceCatalog, resolve
+from flows.client.define import Workflow
+from flows.client.node_client import NodeClient, NodeError
+from flows.client.resolve import ServiceCatalog, resolve
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 ProgressCallback = Callable[[dict[str, Any]], None]

@@ -146,7 +146,7 @@ def mint_token(data_dir: Path | None = None, *,
     """
     from orchestrator.auth import Authenticator, load_or_create_secret
     from orchestrator.config import Settings
-    from orchestrator.node import load_identity
+    from orchestrator.keys import load_identity
 
     overrides: dict[str, Any] = {}
     if data_dir is not None:

@@ -1,7 +1,7 @@
 """Read a workflow from a file: YAML or JSON, a Jinja2 template, or a Python module.
 
-- ``.yaml``/``.yml``/``.json``: the file format of ``flows.define`` (name, nodes, edges);
-- ``.j2``: a template rendered with parameters first (``flows.templates``);
+- ``.yaml``/``.yml``/``.json``: the file format of ``flows.client.define`` (name, nodes, edges);
+- ``.j2``: a template rendered with parameters first (``flows.client.templates``);
 - ``.py``: a module that defines ``workflow`` (a ``Workflow``) at module level, and may define
   ``setup(client)``, called before the workflow is registered (to create its services, say).
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from flows.define import DefinitionError, Workflow
-from flows.templates import render_workflow
+from flows.client.define import DefinitionError, Workflow
+from flows.client.templates import render_workflow
 
 
 @dataclass
@@ -54,8 +54,8 @@ def load_python(path: Path) -> Loaded:
     namespace = runpy.run_path(str(path), run_name=f"workflow_file_{path.stem}")
     workflow = namespace.get("workflow")
     if not isinstance(workflow, Workflow):
-        raise DefinitionError(f"{path.name} must define 'workflow' (a flows.define.Workflow) "
-                              "at module level")
+        raise DefinitionError(f"{path.name} must define 'workflow' "
+                              "(a flows.client.define.Workflow) at module level")
     setup = namespace.get("setup")
     if setup is not None and not callable(setup):
         raise DefinitionError(f"{path.name}: 'setup' must be a function taking the client")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.define import DefinitionError
-from flows.files import load
-from flows.templates import (
+from flows.client.define import DefinitionError
+from flows.client.files import load
+from flows.client.templates import (
     available,
     parameters,
     parse_params,
@@ -18,7 +18,7 @@ from flows.templates import (
     render_workflow,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_shipped_templates_are_listed_with_their_parameters() -> None:

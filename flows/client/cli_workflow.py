@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flows.define import DefinitionError
-from flows.node_client import NodeClient, NodeError
+from flows.client.define import DefinitionError
+from flows.client.node_client import NodeClient, NodeError
 
 if TYPE_CHECKING:
-    from flows.submit import Execution
+    from flows.client.submit import Execution
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # stopped waiting at Ctrl-C, as shells report SIGINT
@@ -125,8 +125,8 @@ def guarded(func: Callable[[argparse.Namespace, NodeClient], int]) -> Callable[.
 # -- subcommands -------------------------------------------------------------------------------
 @guarded
 def cmd_apply(args: argparse.Namespace, client: NodeClient) -> int:
-    from flows.files import load
-    from flows.templates import parse_params
+    from flows.client.files import load
+    from flows.client.templates import parse_params
 
     loaded = load(args.file, parse_params(args.params))
     if loaded.setup is not None:
@@ -144,7 +144,7 @@ def cmd_apply(args: argparse.Namespace, client: NodeClient) -> int:
 
 @guarded
 def cmd_run(args: argparse.Namespace, client: NodeClient) -> int:
-    from flows.submit import start
+    from flows.client.submit import start
 
     wid = int(client.find_workflow(args.workflow)["id"])
     if args.wait:
@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace, client: NodeClient) -> int:
 
 @guarded
 def cmd_status(args: argparse.Namespace, client: NodeClient) -> int:
-    from flows.submit import TERMINAL, collect
+    from flows.client.submit import TERMINAL, collect
 
     status = client.get(f"/api/workflow-executions/{args.execution_id}/status")
     if status.get("status") in TERMINAL:
@@ -237,7 +237,7 @@ def cmd_schedule(args: argparse.Namespace, client: NodeClient) -> int:
 
 # -- output ------------------------------------------------------------------------------------
 def _run_and_report(client: NodeClient, workflow_id: int, args: argparse.Namespace) -> int:
-    from flows.submit import collect, start, wait_until_done
+    from flows.client.submit import collect, start, wait_until_done
 
     execution_id = start(client, workflow_id)
     bar = ProgressBar(sys.stderr, execution_id)
