@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO))
 
 from orchestrator.config import Settings  # noqa: E402
 from orchestrator.node import Node  # noqa: E402
-from orchestrator.standalone_services import RunConfig  # noqa: E402
+from orchestrator.services.standalone_services import RunConfig  # noqa: E402
 from tests.support.node_process import free_port, free_udp_port  # noqa: E402
 
 CHAIN = 20

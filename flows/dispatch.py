@@ -127,7 +127,7 @@ class LocalDispatcher:
 
     async def _decrypted(self, data_service_id: int, ref: ArtifactRef, *,
                          ephemeral: bool = False) -> ArtifactRef:
-        from executors.data_crypto import decrypt_file
+        from orchestrator.services.data_crypto import decrypt_file
 
         view = self._view(data_service_id)
         if view.data is None:

@@ -20,10 +20,8 @@ from orchestrator.auth import Authenticator, load_or_create_secret
 from orchestrator.blacklist import Blacklist
 from orchestrator.capabilities import CapabilityProbe
 from orchestrator.config import Settings
-from orchestrator.data_services import DataServices
 from orchestrator.db import Database
 from orchestrator.discovery import Discovery
-from orchestrator.docker_services import DockerServices
 from orchestrator.engine import ExecutionEngine
 from orchestrator.errors import Forbidden, OperationFailed
 from orchestrator.events import EventBus
@@ -36,8 +34,10 @@ from orchestrator.registry import ServiceRegistry
 from orchestrator.relay import RelayClient, RelayServer, relay_for
 from orchestrator.remote_jobs import RemoteJobs
 from orchestrator.retention import Retention
-from orchestrator.standalone_services import StandaloneServices
-from orchestrator.upload_manager import UploadManager
+from orchestrator.services.data_services import DataServices
+from orchestrator.services.docker_services import DockerServices
+from orchestrator.services.standalone_services import StandaloneServices
+from orchestrator.services.upload_manager import UploadManager
 from orchestrator.workflows import WorkflowStore
 
 log = logging.getLogger("remote_network.node")

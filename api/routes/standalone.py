@@ -10,7 +10,7 @@ from pydantic import Field
 from api.deps import NodeDep, ServiceId, require_token
 from api.routing import Router
 from api.schemas import PolicyIn, service_out, standalone_details_out, suggested_out
-from orchestrator.standalone_services import GitSource, RunConfig
+from orchestrator.services.standalone_services import GitSource, RunConfig
 
 router = Router(prefix="/api/services/standalone", tags=["standalone"],
                    dependencies=[Depends(require_token)])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from executors.data_crypto import DecryptionError, decrypt_file
+from orchestrator.services.data_crypto import DecryptionError, decrypt_file
 from tests.support.node_process import ApiClient, NodeProcess
 from tests.support.upload_client import UploadSocket
 

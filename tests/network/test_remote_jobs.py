@@ -16,7 +16,6 @@ from sqlmodel import select
 
 from executors.artifacts import ArtifactStore
 from executors.base import ArtifactKind, ArtifactRef, JobOutcome, JobResult
-from executors.data_crypto import encrypt_file
 from executors.local import LocalExecutor
 from flows.dispatch import JobInput, JobRequest, LocalDispatcher
 from flows.remote import (
@@ -34,6 +33,7 @@ from orchestrator.events import EventBus
 from orchestrator.models import DataDetails, JobExecution, StandaloneDetails
 from orchestrator.registry import InterfaceSpec, ServiceRegistry
 from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.services.data_crypto import encrypt_file
 from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
 from tests.support.processes import sleeper, sleeping
 from tests.support.transports import Net, transports

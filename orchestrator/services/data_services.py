@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from executors.data_crypto import ENCRYPTION_METHOD, encrypt_stream, generate_passphrase
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.models import DataDetails
 from orchestrator.registry import InterfaceSpec, ServiceRegistry, ServiceView, validate_name
+from orchestrator.services.data_crypto import ENCRYPTION_METHOD, encrypt_stream, generate_passphrase
 from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
 
 DATA_FILE_NAME = "data.enc"

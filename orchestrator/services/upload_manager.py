@@ -20,13 +20,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from executors.archive import ArchiveError, extract, is_archive
 from orchestrator.config import Settings
-from orchestrator.data_services import DataServices
 from orchestrator.errors import DomainError
-from orchestrator.standalone_services import StandaloneServices
-from orchestrator.upload_store import UploadStore
-from orchestrator.uploads import (
+from orchestrator.services.archive import ArchiveError, extract, is_archive
+from orchestrator.services.data_services import DataServices
+from orchestrator.services.standalone_services import StandaloneServices
+from orchestrator.services.upload_store import UploadStore
+from orchestrator.services.uploads import (
     ChunkVerdict,
     UploadError,
     UploadLimits,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.upload_store import UploadStore
-from orchestrator.uploads import (
+from orchestrator.services.upload_store import UploadStore
+from orchestrator.services.uploads import (
     ChunkVerdict,
     UploadError,
     UploadLimits,

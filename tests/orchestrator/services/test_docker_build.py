@@ -10,7 +10,8 @@ import docker
 import docker.errors
 import pytest
 
-from executors.docker_build import (
+from orchestrator.errors import InvalidInput, OperationFailed
+from orchestrator.services.docker_build import (
     build_image,
     image_config,
     plan_source,
@@ -18,7 +19,6 @@ from executors.docker_build import (
     remove_image,
     split_reference,
 )
-from orchestrator.errors import InvalidInput, OperationFailed
 from tests.support.docker_infra import LocalRegistry
 from tests.support.node_process import free_port
 

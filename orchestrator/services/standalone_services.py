@@ -192,7 +192,7 @@ class StandaloneServices:
     # -- from git -----------------------------------------------------------------------------
     async def create_from_git(self, *, name: str, description: str, source: GitSource,
                               config: RunConfig) -> tuple[ServiceView, list[InterfaceSpec]]:
-        from executors import git_source
+        from orchestrator.services import git_source
 
         git_source.parse_url(source.repo_url)
         # Everything that can be checked before cloning is.

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from executors.git_source import GitFailure, clone, parse_url, scrub, validate
 from orchestrator.errors import InvalidInput
+from orchestrator.services.git_source import GitFailure, clone, parse_url, scrub, validate
 from tests.support.git_server import (
     GIT_PASSWORD,
     GIT_USER,

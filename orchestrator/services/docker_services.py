@@ -29,16 +29,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from executors import docker_build, git_source
-from executors.docker_build import SourcePlan
 from executors.docker_engine import EngineError, EngineUnavailable, connect
-from executors.interfaces import (
-    Suggestion,
-    from_compose,
-    from_dockerfile,
-    from_image_config,
-    suggest,
-)
 from orchestrator.config import Settings
 from orchestrator.errors import DomainError, InvalidInput, NotFound, OperationFailed
 from orchestrator.events import EventBus
@@ -50,6 +41,15 @@ from orchestrator.registry import (
     ServiceView,
     parse_interfaces,
     validate_name,
+)
+from orchestrator.services import docker_build, git_source
+from orchestrator.services.docker_build import SourcePlan
+from orchestrator.services.interface_detection import (
+    Suggestion,
+    from_compose,
+    from_dockerfile,
+    from_image_config,
+    suggest,
 )
 from orchestrator.states import ServiceType
 

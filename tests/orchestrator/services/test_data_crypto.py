@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from executors.data_crypto import (
+from orchestrator.services.data_crypto import (
     CHUNK_SIZE,
     HEADER_SIZE,
     TAG_SIZE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from executors.interfaces import (
+from orchestrator.services.interface_detection import (
     compose_service,
     dockerfile_instructions,
     from_compose,

@@ -4,7 +4,7 @@ A client opens a session (FILE_UPLOAD_START) declaring the file's name, size, ch
 count (derived from size and chunk size when left out) and sha256, and the upload type
 (``standalone`` when left out); it sends chunks (FILE_UPLOAD_CHUNK) by index, in any order; it
 closes the session (FILE_UPLOAD_END). This module decides what each message means; the caller
-stores the bytes (``orchestrator.upload_store``) and passes ``now`` (monotonic seconds) to calls.
+stores the bytes (``upload_store``) and passes ``now`` (monotonic seconds) to calls.
 
 Rules:
 - a chunk's index must be in range and its size exact (``chunk_size``, the last one the rest);

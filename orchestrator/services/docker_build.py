@@ -26,8 +26,8 @@ import docker.errors
 import requests.exceptions
 import yaml
 
-from executors.interfaces import compose_service
 from orchestrator.errors import InvalidInput, OperationFailed
+from orchestrator.services.interface_detection import compose_service
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml")
 IMAGE_LABEL = "remote-network.service"

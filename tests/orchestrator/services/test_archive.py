@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from executors.archive import ArchiveError, extract, is_archive
+from orchestrator.services.archive import ArchiveError, extract, is_archive
 
 
 def _tar(path: Path, entries: list[tarfile.TarInfo | tuple[str, bytes, int]],
