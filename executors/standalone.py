@@ -386,14 +386,17 @@ class StandaloneExecutor:
         root = PurePosixPath(job_root)
         # The service's own executable (its directory when that shows nothing of the node)
         # and working directory are the owner's choice: the job may read them.
-        exe = PurePosixPath(os.path.realpath(target.executable))
-        for candidate in (exe.parent, exe):
-            if not any(sandbox.is_within(h, candidate) or sandbox.is_within(candidate, h)
-                       for h in hidden):
-                readable.append(candidate)
-                break
-        else:
-            readable.append(exe)  # inside the data dir: the file itself, nothing beside it
+        # The path as named (a link, e.g. a virtual environment's python under /tmp) and the
+        # file it resolves to must both be there.
+        named = PurePosixPath(os.path.normpath(target.executable))
+        for exe in dict.fromkeys((PurePosixPath(os.path.realpath(target.executable)), named)):
+            for candidate in (exe.parent, exe):
+                if not any(sandbox.is_within(h, candidate) or sandbox.is_within(candidate, h)
+                           for h in hidden):
+                    readable.append(candidate)
+                    break
+            else:
+                readable.append(exe)  # inside the data dir: the file itself, nothing beside it
         where = PurePosixPath(cwd)
         if not sandbox.is_within(where, root):
             if any(sandbox.is_within(where, h) or sandbox.is_within(h, where) for h in hidden) \
