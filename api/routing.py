@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from fastapi import APIRouter
-from fastapi.datastructures import DefaultPlaceholder
 
 
 class Router(APIRouter):
-    """An APIRouter whose routes have no response model unless one is given.
+    """An APIRouter whose routes declare their answers.
 
-    Handlers return plain dicts shaped by ``api.schemas``. FastAPI would otherwise take the
-    return annotation (``dict[str, Any]``) as a response model and validate every response
-    against it, through the thread pool for sync handlers: a cost on every request for nothing.
+    Each handler's return annotation is a model of ``api.responses`` (or ``response_model=``
+    names it, where the handler sends a ready ``Response``), so ``/openapi.json`` describes
+    every answer and FastAPI checks each answer against it.
     """
-
-    def add_api_route(self, path: str, endpoint: Callable[..., Any], *,
-                      response_model: Any = None, **kwargs: Any) -> None:
-        if isinstance(response_model, DefaultPlaceholder):
-            response_model = None
-        super().add_api_route(path, endpoint, response_model=response_model, **kwargs)

@@ -1,27 +1,12 @@
-"""Request bodies and response shapes of the API reference."""
+"""Request bodies of the API reference, every route's in one place (answers: ``api.responses``)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from orchestrator.models import (
-    BlacklistEntry,
-    DataDetails,
-    DockerDetails,
-    JobExecution,
-    JobExecutionInterface,
-    ServiceInterface,
-    StandaloneDetails,
-    Workflow,
-    WorkflowConnection,
-    WorkflowExecution,
-    WorkflowNode,
-)
-from orchestrator.peer_policy import LIMIT_KEYS, PeerPolicy
-from orchestrator.registry import ServiceView
+from orchestrator.services.standalone_services import GitSource, RunConfig
 
 
 class Body(BaseModel):
@@ -164,204 +149,100 @@ class UIStateUpdate(Body):
     ui_state: dict[str, Any]
 
 
-# -- responses ---------------------------------------------------------------------------------
-def iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class ScheduleCreate(Body):
+    cron: str | None = Field(default=None, description="a cron expression, e.g. '0 3 * * *'")
+    timezone: str | None = "UTC"
+    active: bool = True
 
 
-def interface_out(iface: ServiceInterface) -> dict[str, Any]:
-    return {
-        "id": iface.id,
-        "service_id": iface.service_id,
-        "interface_type": iface.interface_type,
-        "path": iface.path,
-        "mount_function": iface.mount_function,
-        "description": iface.description,
-    }
+class RelayPeerRequest(Body):
+    peer_id: str
 
 
-def docker_details_out(d: DockerDetails) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "service_id": d.service_id,
-        "image_name": d.image_name,
-        "image_tag": d.image_tag,
-        "source": d.source,
-        "compose_path": d.compose_path,
-        "entrypoint": d.entrypoint,
-        "cmd": d.cmd,
-    }
+# -- Docker services ---------------------------------------------------------------------------
+class DockerFromRegistry(PolicyIn):
+    service_name: str
+    image_name: str
+    image_tag: str | None = None
+    description: str = ""
+    username: str | None = None
+    password: str | None = None
+    custom_interfaces: list[dict[str, Any]] | None = None
 
 
-def standalone_details_out(d: StandaloneDetails) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "service_id": d.service_id,
-        "executable_path": d.executable_path,
-        "arguments": list(d.arguments),
-        "working_directory": d.working_directory,
-        "environment_variables": dict(d.environment_variables),
-        "timeout_seconds": d.timeout_seconds,
-        "run_as_user": d.run_as_user,
-        "source": d.source,
-    }
+class DockerFromGit(PolicyIn):
+    service_name: str
+    repo_url: str
+    branch: str | None = None
+    username: str | None = None
+    password: str | None = None
+    description: str = ""
+    custom_interfaces: list[dict[str, Any]] | None = None
 
 
-def data_details_out(d: DataDetails) -> dict[str, Any]:
-    return {
-        "id": d.id,
-        "service_id": d.service_id,
-        "file_path": d.file_path,
-        "file_size": d.file_size,
-        "file_hash": d.file_hash,
-        "encryption_method": d.encryption_method,
-    }
+class DockerFromLocal(PolicyIn):
+    service_name: str
+    local_path: str
+    description: str = ""
+    custom_interfaces: list[dict[str, Any]] | None = None
 
 
-def policy_out(view: ServiceView, policy: PeerPolicy) -> dict[str, Any]:
-    """A service's policy fields as they apply (the node's defaults where it sets none)."""
-    s = view.service
-    own = s.limits or {}
-    return {
-        "access": policy.access(s),
-        "access_is_default": s.access is None,
-        "allowed_peers": list(policy.allowed_peers(s)),
-        "allow_command": s.allow_command,
-        "allow_args": s.allow_args,
-        "allow_network": policy.network(s),
-        "limits": {k: own.get(k) for k in LIMIT_KEYS},
-        "effective_limits": policy.limits(s),
-    }
+class ValidateGit(Body):
+    repo_url: str | None = None
+    username: str | None = None
+    password: str | None = None
 
 
-def service_out(view: ServiceView, policy: PeerPolicy) -> dict[str, Any]:
-    s = view.service
-    out: dict[str, Any] = {
-        "id": s.id,
-        "name": s.name,
-        "description": s.description,
-        "service_type": s.service_type,
-        "type": s.type,
-        "status": s.status,
-        "endpoint": s.endpoint,
-        "pricing_amount": s.pricing_amount,
-        "pricing_type": s.pricing_type,
-        "pricing_interval": s.pricing_interval,
-        "pricing_unit": s.pricing_unit,
-        "capabilities": s.capabilities,
-        "created_at": iso(s.created_at),
-        "updated_at": iso(s.updated_at),
-        "interfaces": [interface_out(i) for i in view.interfaces],
-        **policy_out(view, policy),
-    }
-    if view.docker is not None:
-        out["docker_details"] = docker_details_out(view.docker)
-    if view.standalone is not None:
-        out["standalone_details"] = standalone_details_out(view.standalone)
-    if view.data is not None:
-        out["data_details"] = data_details_out(view.data)
-    return out
+class InterfacesUpdate(Body):
+    interfaces: list[dict[str, Any]]
 
 
-def suggested_out(specs: list[Any]) -> list[dict[str, Any]]:
-    out = []
-    for spec in specs:
-        item = {"interface_type": str(spec.interface_type), "description": spec.description}
-        if spec.path:
-            item["path"] = spec.path
-        if spec.mount_function:
-            item["mount_function"] = spec.mount_function
-        out.append(item)
-    return out
+class DockerConfigUpdate(Body):
+    entrypoint: str | list[str] | None = None
+    cmd: str | list[str] | None = None
 
 
-def workflow_out(w: Workflow) -> dict[str, Any]:
-    return {
-        "id": w.id,
-        "name": w.name,
-        "description": w.description,
-        "definition": w.definition,
-        "created_at": iso(w.created_at),
-        "updated_at": iso(w.updated_at),
-    }
+# -- standalone services -----------------------------------------------------------------------
+class StandaloneRun(PolicyIn):
+    """How a standalone service runs (``POST .../{id}/finalize``, and part of a creation)."""
+
+    executable_path: str
+    arguments: list[str] = Field(default_factory=list)
+    working_directory: str = ""
+    environment_variables: dict[str, str] = Field(default_factory=dict)
+    timeout_seconds: int | None = None
+    run_as_user: str = ""
+    capabilities: dict[str, Any] = Field(default_factory=dict)
+    custom_interfaces: list[dict[str, Any]] | None = None
+
+    def config(self) -> RunConfig:
+        return RunConfig(
+            executable_path=self.executable_path,
+            arguments=self.arguments,
+            working_directory=self.working_directory or "",
+            environment_variables=self.environment_variables,
+            timeout_seconds=self.timeout_seconds,
+            run_as_user=self.run_as_user or "",
+            capabilities=self.capabilities,
+            custom_interfaces=self.custom_interfaces,
+            policy=self.policy(),
+        )
 
 
-def node_out(n: WorkflowNode) -> dict[str, Any]:
-    return {
-        "id": n.id,
-        "workflow_id": n.workflow_id,
-        "node_type": n.node_type,
-        "peer_id": n.peer_id,
-        "service_id": n.service_id,
-        "service_name": n.service_name,
-        "config": n.config,
-        "gui_props": n.gui_props,
-    }
+class StandaloneFromLocal(StandaloneRun):
+    service_name: str
+    description: str = ""
 
 
-def connection_out(c: WorkflowConnection) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "workflow_id": c.workflow_id,
-        "source_node_id": c.source_node_id,
-        "source_interface_id": c.source_interface_id,
-        "target_node_id": c.target_node_id,
-        "target_interface_id": c.target_interface_id,
-    }
+class StandaloneFromGit(StandaloneRun):
+    service_name: str
+    repo_url: str
+    branch: str | None = None
+    build_command: str = ""
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    description: str = ""
 
-
-def execution_out(e: WorkflowExecution) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "workflow_id": e.workflow_id,
-        "status": e.status,
-        "started_at": iso(e.started_at),
-        "completed_at": iso(e.completed_at),
-        "error": e.error,
-        "progress": e.progress,
-        "trigger": e.trigger,
-        "prefect_flow_run_id": e.prefect_flow_run_id,
-        "created_at": iso(e.created_at),
-    }
-
-
-def job_out(j: JobExecution) -> dict[str, Any]:
-    return {
-        "id": j.id,
-        "workflow_execution_id": j.workflow_execution_id,
-        "workflow_id": j.workflow_id,
-        "node_id": j.node_id,
-        "service_id": j.service_id,
-        "peer_id": j.peer_id,
-        "requester_peer_id": j.requester_peer_id,
-        "status": j.status,
-        "attempt": j.attempt,
-        "exit_code": j.exit_code,
-        "error": j.error,
-        "prefect_task_run_id": j.prefect_task_run_id,
-        "created_at": iso(j.created_at),
-        "started_at": iso(j.started_at),
-        "completed_at": iso(j.completed_at),
-    }
-
-
-def job_interface_out(i: JobExecutionInterface) -> dict[str, Any]:
-    return {
-        "id": i.id,
-        "job_execution_id": i.job_execution_id,
-        "interface_id": i.interface_id,
-        "interface_type": i.interface_type,
-        "direction": i.direction,
-        "path": i.path,
-        "value": i.value,
-        "artifact_hash": i.artifact_hash,
-        "size": i.size,
-    }
-
-
-def blacklist_out(e: BlacklistEntry) -> dict[str, Any]:
-    return {"peer_id": e.peer_id, "reason": e.reason, "blacklisted_at": iso(e.blacklisted_at)}
+    def source(self) -> GitSource:
+        return GitSource(self.repo_url, self.branch, self.username or None,
+                         self.password or None, self.build_command or "")

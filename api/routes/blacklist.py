@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Depends
 
 from api.deps import NodeDep, require_token
+from api.responses import (
+    BlacklistAdded,
+    BlacklistCheck,
+    BlacklistEntryPublic,
+    BlacklistList,
+    Message,
+)
 from api.routing import Router
-from api.schemas import BlacklistAdd, blacklist_out
+from api.schemas import BlacklistAdd
 from orchestrator.blacklist import validate_peer_id
 from orchestrator.errors import InvalidInput
 
@@ -17,33 +22,33 @@ router = Router(prefix="/api/blacklist", tags=["blacklist"],
 
 
 @router.get("")
-def list_blacklist(node: NodeDep) -> dict[str, Any]:
+def list_blacklist(node: NodeDep) -> BlacklistList:
     entries = node.blacklist.list()
-    return {"blacklist": [blacklist_out(e) for e in entries],
-            "peer_ids": [e.peer_id for e in entries], "total": len(entries)}
+    return BlacklistList(blacklist=[BlacklistEntryPublic.model_validate(e) for e in entries],
+                         peer_ids=[e.peer_id for e in entries], total=len(entries))
 
 
 @router.post("")
-def add(body: BlacklistAdd, node: NodeDep) -> dict[str, Any]:
+def add(body: BlacklistAdd, node: NodeDep) -> BlacklistAdded:
     entry = node.blacklist.add(body.peer_id, body.reason)
-    return {"peer_id": entry.peer_id, "reason": entry.reason,
-            "message": "Peer added to blacklist successfully"}
+    return BlacklistAdded(peer_id=entry.peer_id, reason=entry.reason,
+                          message="Peer added to blacklist successfully")
 
 
 @router.get("/check")
-def check(node: NodeDep, peer_id: str | None = None) -> dict[str, Any]:
+def check(node: NodeDep, peer_id: str | None = None) -> BlacklistCheck:
     if not peer_id:
         raise InvalidInput("Missing peer_id query parameter")
     peer_id = validate_peer_id(peer_id)
-    return {"peer_id": peer_id, "is_blacklisted": node.blacklist.contains(peer_id)}
+    return BlacklistCheck(peer_id=peer_id, is_blacklisted=node.blacklist.contains(peer_id))
 
 
 @router.delete("")
-def remove_without_id() -> dict[str, Any]:
+def remove_without_id() -> Message:
     raise InvalidInput("Missing peer ID")
 
 
 @router.delete("/{peer_id}")
-def remove(peer_id: str, node: NodeDep) -> dict[str, Any]:
+def remove(peer_id: str, node: NodeDep) -> Message:
     node.blacklist.remove(peer_id)
-    return {"message": "Peer removed from blacklist successfully"}
+    return Message(message="Peer removed from blacklist successfully")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import NodeDep, require_token
+from api.responses import NodeCapabilities, NodeStatus, Success
 from api.routing import Router
 from orchestrator.node import Node
 
@@ -18,7 +18,7 @@ router = Router(prefix="/api/node", tags=["node"], dependencies=[Depends(require
 ROUTE_PRIORITY = 0
 
 
-@router.get("/status")
+@router.get("/status", response_model=NodeStatus)
 async def status(request: Request) -> JSONResponse:
     # The hot path of every dashboard, kept lean: on the loop, not in the thread pool (the
     # status is in memory; the registry caches the service counts); the node read from the app
@@ -29,16 +29,13 @@ async def status(request: Request) -> JSONResponse:
 
 
 @router.get("/capabilities")
-async def capabilities(node: NodeDep) -> dict[str, Any]:
+async def capabilities(node: NodeDep) -> NodeCapabilities:
     system = await asyncio.to_thread(node.capabilities.get)
-    return {
-        "docker_available": system["has_docker"],
-        "docker_version": system["docker_version"],
-        "system": system,
-    }
+    return NodeCapabilities(docker_available=system["has_docker"],
+                            docker_version=system["docker_version"], system=system)
 
 
 @router.post("/restart")
-async def restart(node: NodeDep) -> dict[str, Any]:
+async def restart(node: NodeDep) -> Success:
     node.restart()
-    return {"success": True, "message": "Node restart initiated successfully"}
+    return Success(message="Node restart initiated successfully")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Depends
 
 from api.deps import NodeDep, require_token
+from api.responses import Message, PeerCapabilities, PeerList
 from api.routing import Router
 from orchestrator.errors import InvalidInput
 
@@ -14,15 +13,15 @@ router = Router(prefix="/api/peers", tags=["peers"], dependencies=[Depends(requi
 
 
 @router.get("")
-async def list_peers(node: NodeDep) -> dict[str, Any]:
-    return node.discovery.list_peers()
+async def list_peers(node: NodeDep) -> PeerList:
+    return PeerList.model_validate(node.discovery.list_peers())
 
 
 @router.get("/{peer_id}/capabilities")
-async def peer_capabilities(peer_id: str, node: NodeDep) -> dict[str, Any]:
-    return node.discovery.peer_capabilities(peer_id)
+async def peer_capabilities(peer_id: str, node: NodeDep) -> PeerCapabilities:
+    return PeerCapabilities.model_validate(node.discovery.peer_capabilities(peer_id))
 
 
 @router.get("//capabilities", include_in_schema=False)
-async def peer_capabilities_without_id() -> dict[str, Any]:
+async def peer_capabilities_without_id() -> Message:
     raise InvalidInput("peer_id is required")

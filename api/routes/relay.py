@@ -4,17 +4,12 @@ The handlers run on the event loop (``async``): the relay state they touch lives
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Depends, status
 
 from api.deps import NodeDep, require_token
+from api.responses import RelayCandidate, RelaySession, Success
 from api.routing import Router
-from api.schemas import Body
-
-
-class RelayPeerRequest(Body):
-    peer_id: str
+from api.schemas import RelayPeerRequest
 
 
 def _relay_mode(node: NodeDep) -> None:
@@ -31,40 +26,40 @@ NAT_ONLY = [Depends(_nat_mode)]
 
 
 @router.get("/sessions", dependencies=RELAY_ONLY)
-async def sessions(node: NodeDep) -> list[dict[str, Any]]:
-    return node.relay_server().sessions()
+async def sessions(node: NodeDep) -> list[RelaySession]:
+    return [RelaySession.model_validate(s) for s in node.relay_server().sessions()]
 
 
 @router.post("/sessions/{session_id}/disconnect", dependencies=RELAY_ONLY)
-async def disconnect_session(session_id: str, node: NodeDep) -> dict[str, Any]:
+async def disconnect_session(session_id: str, node: NodeDep) -> Success:
     node.relay_server().disconnect(session_id)
-    return {"success": True, "message": "Session disconnected successfully"}
+    return Success(message="Session disconnected successfully")
 
 
 @router.post("/sessions/{session_id}/blacklist", dependencies=RELAY_ONLY)
-async def blacklist_session(session_id: str, node: NodeDep) -> dict[str, Any]:
+async def blacklist_session(session_id: str, node: NodeDep) -> Success:
     node.relay_server().blacklist_session(session_id)
-    return {"success": True, "message": "Peer blacklisted and disconnected successfully"}
+    return Success(message="Peer blacklisted and disconnected successfully")
 
 
 @router.get("/candidates", dependencies=NAT_ONLY)
-async def candidates(node: NodeDep) -> list[dict[str, Any]]:
-    return node.relay_client().candidates()
+async def candidates(node: NodeDep) -> list[RelayCandidate]:
+    return [RelayCandidate.model_validate(c) for c in node.relay_client().candidates()]
 
 
 @router.post("/connect", status_code=status.HTTP_202_ACCEPTED, dependencies=NAT_ONLY)
-async def connect(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
+async def connect(body: RelayPeerRequest, node: NodeDep) -> Success:
     node.relay_client().connect(body.peer_id)
-    return {"success": True, "message": "Relay connection initiated"}
+    return Success(message="Relay connection initiated")
 
 
 @router.post("/disconnect", dependencies=NAT_ONLY)
-async def disconnect(node: NodeDep) -> dict[str, Any]:
+async def disconnect(node: NodeDep) -> Success:
     node.relay_client().disconnect()
-    return {"success": True, "message": "Disconnected from relay successfully"}
+    return Success(message="Disconnected from relay successfully")
 
 
 @router.post("/prefer", dependencies=NAT_ONLY)
-async def prefer(body: RelayPeerRequest, node: NodeDep) -> dict[str, Any]:
+async def prefer(body: RelayPeerRequest, node: NodeDep) -> Success:
     node.relay_client().prefer(body.peer_id)
-    return {"success": True, "message": "Preferred relay set successfully"}
+    return Success(message="Preferred relay set successfully")

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Depends, status
 
 from api.deps import NodeDep, ServiceId, require_token
-from api.routing import Router
-from api.schemas import (
-    POLICY_FIELDS,
-    ServiceCreate,
-    ServiceUpdate,
-    StatusUpdate,
-    data_details_out,
-    interface_out,
-    service_out,
+from api.responses import (
+    DataDetailsPublic,
+    InterfaceList,
+    InterfacePublic,
+    Message,
+    Passphrase,
+    ServiceList,
+    ServiceOne,
+    ServicePublic,
+    ServiceSaved,
+    StatusChanged,
 )
+from api.routing import Router
+from api.schemas import POLICY_FIELDS, ServiceCreate, ServiceUpdate, StatusUpdate
 from orchestrator.errors import InvalidInput
 from orchestrator.registry import generic_type, parse_status
 from orchestrator.states import ServiceType
@@ -26,13 +28,13 @@ router = Router(prefix="/api/services", tags=["services"],
 
 
 @router.get("")
-def list_services(node: NodeDep) -> dict[str, Any]:
-    services = [service_out(v, node.policy) for v in node.services.list()]
-    return {"services": services, "total": len(services)}
+def list_services(node: NodeDep) -> ServiceList:
+    services = [ServicePublic.of(v, node.policy) for v in node.services.list()]
+    return ServiceList(services=services, total=len(services))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_service(body: ServiceCreate, node: NodeDep) -> dict[str, Any]:
+def create_service(body: ServiceCreate, node: NodeDep) -> ServiceSaved:
     service_type = generic_type(body.type)
     if service_type is not ServiceType.DATA and not body.endpoint.strip():
         raise InvalidInput("endpoint is required for non-DATA services")
@@ -47,40 +49,43 @@ def create_service(body: ServiceCreate, node: NodeDep) -> dict[str, Any]:
                                          "pricing_unit"}),
         policy=body.policy(),
     )
-    return {"service": service_out(view, node.policy), "message": "Service added successfully"}
+    return ServiceSaved(service=ServicePublic.of(view, node.policy),
+                        message="Service added successfully")
 
 
 @router.get("/{id}")
-def get_service(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
-    return {"service": service_out(node.services.get(service_id), node.policy)}
+def get_service(service_id: ServiceId, node: NodeDep) -> ServiceOne:
+    return ServiceOne(service=ServicePublic.of(node.services.get(service_id), node.policy))
 
 
 @router.put("/{id}")
-def update_service(service_id: ServiceId, body: ServiceUpdate, node: NodeDep) -> dict[str, Any]:
+def update_service(service_id: ServiceId, body: ServiceUpdate, node: NodeDep) -> ServiceSaved:
     changes = body.model_dump(exclude_none=True, exclude=set(POLICY_FIELDS))
     view = node.services.update(service_id, {**changes, **body.policy()})
-    return {"service": service_out(view, node.policy), "message": "Service updated successfully"}
+    return ServiceSaved(service=ServicePublic.of(view, node.policy),
+                        message="Service updated successfully")
 
 
 @router.delete("/{id}")
-def delete_service(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
+def delete_service(service_id: ServiceId, node: NodeDep) -> Message:
     node.services.delete(service_id)
-    return {"message": "Service deleted successfully"}
+    return Message(message="Service deleted successfully")
 
 
 @router.put("/{id}/status")
-def update_status(service_id: ServiceId, body: StatusUpdate, node: NodeDep) -> dict[str, Any]:
+def update_status(service_id: ServiceId, body: StatusUpdate, node: NodeDep) -> StatusChanged:
     new_status = node.services.set_status(service_id, body.status)
-    return {"message": "Service status updated successfully", "status": str(new_status)}
+    return StatusChanged(message="Service status updated successfully", status=str(new_status))
 
 
 @router.get("/{id}/passphrase")
-def passphrase(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
+def passphrase(service_id: ServiceId, node: NodeDep) -> Passphrase:
     details = node.services.passphrase(service_id)
-    return {"passphrase": details.passphrase, "data_details": data_details_out(details)}
+    return Passphrase(passphrase=details.passphrase,
+                      data_details=DataDetailsPublic.model_validate(details))
 
 
 @router.get("/{id}/interfaces")
-def interfaces(service_id: ServiceId, node: NodeDep) -> dict[str, Any]:
-    items = [interface_out(i) for i in node.services.interfaces(service_id)]
-    return {"interfaces": items, "total": len(items)}
+def interfaces(service_id: ServiceId, node: NodeDep) -> InterfaceList:
+    items = [InterfacePublic.model_validate(i) for i in node.services.interfaces(service_id)]
+    return InterfaceList(interfaces=items, total=len(items))

@@ -9,83 +9,84 @@ tar).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
-
 from fastapi import Depends, status
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict
 
-from api.deps import ExecutionId, JobId, NodeDep, WorkflowId, _path_id, require_token
+from api.deps import (
+    ExecutionId,
+    InterfaceRecordId,
+    JobId,
+    NodeDep,
+    ScheduleId,
+    WorkflowId,
+    require_token,
+)
+from api.responses import (
+    ExecutionCancelled,
+    ExecutionStarted,
+    Message,
+    ScheduleCreated,
+    ScheduleList,
+    SchedulePublic,
+    ScheduleRunRequested,
+)
 from api.routing import Router
-from api.schemas import iso
+from api.schemas import ScheduleCreate
 from orchestrator.errors import NotFound
-from orchestrator.models import WorkflowSchedule
 
 router = Router(prefix="/api", tags=["workflow runs"], dependencies=[Depends(require_token)])
 
-ScheduleId = Annotated[int, _path_id("schedule_id", "schedule")]
-InterfaceRecordId = Annotated[int, _path_id("interface_id", "interface")]
-
-
-class ScheduleCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    cron: Any = None
-    timezone: str | None = "UTC"
-    active: bool = True
-
-
-def schedule_out(s: WorkflowSchedule) -> dict[str, Any]:
-    return {"id": s.id, "workflow_id": s.workflow_id, "cron": s.cron, "timezone": s.timezone,
-            "active": s.active, "deployment_id": s.deployment_id,
-            "created_at": iso(s.created_at)}
-
 
 @router.post("/workflows/{id}/execute", status_code=status.HTTP_202_ACCEPTED)
-async def execute_workflow(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
+async def execute_workflow(workflow_id: WorkflowId, node: NodeDep) -> ExecutionStarted:
     execution = node.workflow_runner.execute(workflow_id)
-    return {
-        "message": "Workflow execution started - validation and execution in progress",
-        "workflow_id": workflow_id,
-        "note": f"Check execution status via GET /api/workflow-executions/{execution.id}/status",
-        "execution_id": execution.id,
-    }
+    return ExecutionStarted(
+        message="Workflow execution started - validation and execution in progress",
+        workflow_id=workflow_id,
+        note=f"Check execution status via GET /api/workflow-executions/{execution.id}/status",
+        execution_id=execution.id,
+    )
 
 
 @router.post("/workflow-executions/{id}/cancel")
-async def cancel_execution(execution_id: ExecutionId, node: NodeDep) -> dict[str, Any]:
+async def cancel_execution(execution_id: ExecutionId, node: NodeDep) -> ExecutionCancelled:
     execution = await node.workflow_runner.cancel(execution_id)
-    return {"success": True, "message": "Execution cancelled", "status": execution.status}
+    return ExecutionCancelled(message="Execution cancelled", status=execution.status)
 
 
 @router.get("/workflows/{id}/schedules")
-def list_schedules(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    items = [schedule_out(s) for s in node.schedules.list(workflow_id)]
-    return {"schedules": items, "total": len(items)}
+def list_schedules(workflow_id: WorkflowId, node: NodeDep) -> ScheduleList:
+    items = [SchedulePublic.model_validate(s) for s in node.schedules.list(workflow_id)]
+    return ScheduleList(schedules=items, total=len(items))
 
 
 @router.post("/workflows/{id}/schedules", status_code=status.HTTP_201_CREATED)
 async def create_schedule(workflow_id: WorkflowId, body: ScheduleCreate,
-                          node: NodeDep) -> dict[str, Any]:
+                          node: NodeDep) -> ScheduleCreated:
     schedule = await node.schedules.create(workflow_id, body.cron, body.timezone, body.active)
-    return {"schedule": schedule_out(schedule), "message": "Schedule created successfully"}
+    return ScheduleCreated(schedule=SchedulePublic.model_validate(schedule),
+                           message="Schedule created successfully")
 
 
 @router.delete("/workflows/{id}/schedules/{schedule_id}")
 async def delete_schedule(workflow_id: WorkflowId, schedule_id: ScheduleId,
-                          node: NodeDep) -> dict[str, Any]:
+                          node: NodeDep) -> Message:
     await node.schedules.delete(workflow_id, schedule_id)
-    return {"message": "Schedule deleted successfully"}
+    return Message(message="Schedule deleted successfully")
 
 
 @router.post("/workflows/{id}/schedules/{schedule_id}/run", status_code=status.HTTP_202_ACCEPTED)
 async def run_schedule_now(workflow_id: WorkflowId, schedule_id: ScheduleId,
-                           node: NodeDep) -> dict[str, Any]:
+                           node: NodeDep) -> ScheduleRunRequested:
     flow_run_id = await node.schedules.run_now(workflow_id, schedule_id)
-    return {"message": "Scheduled run requested", "flow_run_id": flow_run_id}
+    return ScheduleRunRequested(message="Scheduled run requested", flow_run_id=flow_run_id)
 
 
-@router.get("/job-executions/{id}/interfaces/{interface_id}/content")
+@router.get("/job-executions/{id}/interfaces/{interface_id}/content",
+            response_class=FileResponse,
+            responses={200: {"description": "The output's bytes (a MOUNT output: a tar)",
+                             "content": {"application/octet-stream": {
+                                 "schema": {"type": "string", "format": "binary"}}}}})
 def interface_content(job_id: JobId, interface_id: InterfaceRecordId,
                       node: NodeDep) -> FileResponse:
     record = node.engine.job_interface(job_id, interface_id)

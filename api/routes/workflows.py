@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import Depends, status
 
 from api.deps import ConnectionId, NodeDep, NodeId, WorkflowId, require_token
+from api.responses import (
+    ConnectionList,
+    ConnectionPublic,
+    ExecutionList,
+    ExecutionPublic,
+    JobPublic,
+    JobRecordList,
+    JobSummary,
+    JobSummaryList,
+    Message,
+    NodeList,
+    Success,
+    UIState,
+    WorkflowList,
+    WorkflowNodePublic,
+    WorkflowPublic,
+)
 from api.routing import Router
 from api.schemas import (
     ConnectionCreate,
@@ -17,12 +32,6 @@ from api.schemas import (
     UIStateUpdate,
     WorkflowCreate,
     WorkflowUpdate,
-    connection_out,
-    execution_out,
-    iso,
-    job_out,
-    node_out,
-    workflow_out,
 )
 
 router = Router(prefix="/api/workflows", tags=["workflows"],
@@ -30,121 +39,124 @@ router = Router(prefix="/api/workflows", tags=["workflows"],
 
 
 @router.get("")
-def list_workflows(node: NodeDep) -> dict[str, Any]:
-    items = [workflow_out(w) for w in node.workflows.list()]
-    return {"workflows": items, "total": len(items)}
+def list_workflows(node: NodeDep) -> WorkflowList:
+    items = [WorkflowPublic.model_validate(w) for w in node.workflows.list()]
+    return WorkflowList(workflows=items, total=len(items))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_workflow(body: WorkflowCreate, node: NodeDep) -> dict[str, Any]:
-    return workflow_out(node.workflows.create(body.name, body.description, body.definition))
+def create_workflow(body: WorkflowCreate, node: NodeDep) -> WorkflowPublic:
+    created = node.workflows.create(body.name, body.description, body.definition)
+    return WorkflowPublic.model_validate(created)
 
 
 @router.get("/{id}")
-def get_workflow(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    return workflow_out(node.workflows.get(workflow_id))
+def get_workflow(workflow_id: WorkflowId, node: NodeDep) -> WorkflowPublic:
+    return WorkflowPublic.model_validate(node.workflows.get(workflow_id))
 
 
 @router.put("/{id}")
 def update_workflow(workflow_id: WorkflowId, body: WorkflowUpdate,
-                    node: NodeDep) -> dict[str, Any]:
-    return workflow_out(node.workflows.update(workflow_id, body.name, body.description,
-                                              body.definition))
+                    node: NodeDep) -> WorkflowPublic:
+    return WorkflowPublic.model_validate(node.workflows.update(
+        workflow_id, body.name, body.description, body.definition))
 
 
 @router.delete("/{id}")
-def delete_workflow(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
+def delete_workflow(workflow_id: WorkflowId, node: NodeDep) -> Message:
     node.workflows.delete(workflow_id)
-    return {"message": "Workflow deleted successfully"}
+    return Message(message="Workflow deleted successfully")
 
 
 # -- nodes -------------------------------------------------------------------------------------
 @router.get("/{id}/nodes")
-def list_nodes(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    items = [node_out(n) for n in node.workflows.nodes(workflow_id)]
-    return {"nodes": items, "total": len(items)}
+def list_nodes(workflow_id: WorkflowId, node: NodeDep) -> NodeList:
+    items = [WorkflowNodePublic.model_validate(n) for n in node.workflows.nodes(workflow_id)]
+    return NodeList(nodes=items, total=len(items))
 
 
 @router.post("/{id}/nodes", status_code=status.HTTP_201_CREATED)
-def add_node(workflow_id: WorkflowId, body: NodeCreate, node: NodeDep) -> dict[str, Any]:
-    return node_out(node.workflows.add_node(workflow_id, **body.model_dump()))
+def add_node(workflow_id: WorkflowId, body: NodeCreate, node: NodeDep) -> WorkflowNodePublic:
+    return WorkflowNodePublic.model_validate(
+        node.workflows.add_node(workflow_id, **body.model_dump()))
 
 
 @router.delete("/{id}/nodes/{node_id}")
-def delete_node(workflow_id: WorkflowId, node_id: NodeId, node: NodeDep) -> dict[str, Any]:
+def delete_node(workflow_id: WorkflowId, node_id: NodeId, node: NodeDep) -> Message:
     node.workflows.delete_node(workflow_id, node_id)
-    return {"message": "Node deleted successfully"}
+    return Message(message="Node deleted successfully")
 
 
 @router.put("/{id}/nodes/{node_id}/gui-props")
 def update_gui_props(workflow_id: WorkflowId, node_id: NodeId, body: GuiPropsUpdate,
-                     node: NodeDep) -> dict[str, Any]:
+                     node: NodeDep) -> Success:
     node.workflows.update_node(workflow_id, node_id, gui_props=body.gui_props)
-    return {"success": True, "message": "GUI properties updated"}
+    return Success(message="GUI properties updated")
 
 
 @router.put("/{id}/nodes/{node_id}/config")
 def update_node_config(workflow_id: WorkflowId, node_id: NodeId, body: NodeConfigUpdate,
-                       node: NodeDep) -> dict[str, Any]:
+                       node: NodeDep) -> Success:
     node.workflows.update_node(workflow_id, node_id, config=body.config)
-    return {"success": True, "message": "Node configuration updated"}
+    return Success(message="Node configuration updated")
 
 
 # -- connections -------------------------------------------------------------------------------
 @router.get("/{id}/connections")
-def list_connections(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    items = [connection_out(c) for c in node.workflows.connections(workflow_id)]
-    return {"connections": items, "total": len(items)}
+def list_connections(workflow_id: WorkflowId, node: NodeDep) -> ConnectionList:
+    items = [ConnectionPublic.model_validate(c)
+             for c in node.workflows.connections(workflow_id)]
+    return ConnectionList(connections=items, total=len(items))
 
 
 @router.post("/{id}/connections", status_code=status.HTTP_201_CREATED)
 def add_connection(workflow_id: WorkflowId, body: ConnectionCreate,
-                   node: NodeDep) -> dict[str, Any]:
-    return connection_out(node.workflows.add_connection(workflow_id, body.model_dump()))
+                   node: NodeDep) -> ConnectionPublic:
+    return ConnectionPublic.model_validate(
+        node.workflows.add_connection(workflow_id, body.model_dump()))
 
 
 @router.put("/{id}/connections/{connection_id}")
 def update_connection(workflow_id: WorkflowId, connection_id: ConnectionId,
-                      body: ConnectionUpdate, node: NodeDep) -> dict[str, Any]:
+                      body: ConnectionUpdate, node: NodeDep) -> Success:
     node.workflows.update_connection(workflow_id, connection_id, body.model_dump())
-    return {"success": True, "message": "Connection updated"}
+    return Success(message="Connection updated")
 
 
 @router.delete("/{id}/connections/{connection_id}")
 def delete_connection(workflow_id: WorkflowId, connection_id: ConnectionId,
-                      node: NodeDep) -> dict[str, Any]:
+                      node: NodeDep) -> Message:
     node.workflows.delete_connection(workflow_id, connection_id)
-    return {"message": "Connection deleted successfully"}
+    return Message(message="Connection deleted successfully")
 
 
 # -- UI state ----------------------------------------------------------------------------------
 @router.get("/{id}/ui-state")
-def get_ui_state(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    return {"ui_state": node.workflows.ui_state(workflow_id)}
+def get_ui_state(workflow_id: WorkflowId, node: NodeDep) -> UIState:
+    return UIState(ui_state=node.workflows.ui_state(workflow_id))
 
 
 @router.put("/{id}/ui-state")
-def set_ui_state(workflow_id: WorkflowId, body: UIStateUpdate, node: NodeDep) -> dict[str, Any]:
+def set_ui_state(workflow_id: WorkflowId, body: UIStateUpdate, node: NodeDep) -> Success:
     node.workflows.set_ui_state(workflow_id, body.ui_state)
-    return {"success": True, "message": "UI state updated"}
+    return Success(message="UI state updated")
 
 
 # -- execution records -------------------------------------------------------------------------
 @router.get("/{id}/jobs")
-def legacy_jobs(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    jobs = [{"id": j.id, "workflow_id": j.workflow_id, "status": j.status,
-             "created_at": iso(j.created_at)}
-            for j in node.executions.jobs_for_workflow(workflow_id)]
-    return {"jobs": jobs, "total": len(jobs)}
+def legacy_jobs(workflow_id: WorkflowId, node: NodeDep) -> JobSummaryList:
+    jobs = [JobSummary.model_validate(j) for j in node.executions.jobs_for_workflow(workflow_id)]
+    return JobSummaryList(jobs=jobs, total=len(jobs))
 
 
 @router.get("/{id}/execution-instances")
-def execution_instances(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    items = [execution_out(e) for e in node.executions.for_workflow(workflow_id)]
-    return {"executions": items, "total": len(items)}
+def execution_instances(workflow_id: WorkflowId, node: NodeDep) -> ExecutionList:
+    items = [ExecutionPublic.model_validate(e)
+             for e in node.executions.for_workflow(workflow_id)]
+    return ExecutionList(executions=items, total=len(items))
 
 
 @router.get("/{id}/executions")
-def legacy_executions(workflow_id: WorkflowId, node: NodeDep) -> dict[str, Any]:
-    items = [job_out(j) for j in node.executions.jobs_for_workflow(workflow_id)]
-    return {"executions": items, "total": len(items)}
+def legacy_executions(workflow_id: WorkflowId, node: NodeDep) -> JobRecordList:
+    items = [JobPublic.model_validate(j) for j in node.executions.jobs_for_workflow(workflow_id)]
+    return JobRecordList(executions=items, total=len(items))

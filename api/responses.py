@@ -1,0 +1,527 @@
+"""Response models of the API reference: the public variant of each table, and the envelopes.
+
+Every route declares one of these as its response model, so ``/openapi.json`` describes every
+answer. A public variant is read from its row (``Model.model_validate(row)``); it names the
+columns the reference shows (never secrets such as a DATA service's passphrase or install
+paths). Times are ``YYYY-MM-DDTHH:MM:SSZ`` in UTC. A key the reference leaves out when it does
+not apply (a service's ``docker_details``, a suggestion's empty ``path``) is left out, not null.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from orchestrator.peer_policy import LIMIT_KEYS, PeerPolicy
+from orchestrator.registry import ServiceView
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[dt.datetime, PlainSerializer(iso, return_type=str)]
+OptionalTimestamp = Annotated[dt.datetime | None, PlainSerializer(iso, return_type=str | None)]
+Number = int | float
+
+
+def _omitted() -> Any:
+    """A field left out of the answer when it is None."""
+    return Field(default=None, exclude_if=_is_none)
+
+
+def _omitted_empty() -> Any:
+    """A text field left out of the answer when it is empty."""
+    return Field(default="", exclude_if=operator.not_)
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+class Public(BaseModel):
+    """A public variant: built from a row's attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Message(BaseModel):
+    message: str
+
+
+class Success(BaseModel):
+    success: bool = True
+    message: str
+
+
+# -- auth --------------------------------------------------------------------------------------
+class Challenge(BaseModel):
+    challenge: str
+    expires_in: Number
+
+
+class LoginAnswer(BaseModel):
+    success: bool = True
+    token: str
+    peer_id: str
+
+
+class Health(BaseModel):
+    status: str
+    peer_id: str
+
+
+# -- node and peers ----------------------------------------------------------------------------
+class NodeStats(BaseModel):
+    peer_id: str
+    dht_node_id: str
+    relay_mode: bool
+    nat_mode: bool
+    connected_relay: str | None
+    active_connections: int
+
+
+class NodeStatus(BaseModel):
+    peer_id: str
+    dht_node_id: str
+    uptime_seconds: int
+    known_peers: int
+    stats: NodeStats
+    files_count: int
+    apps_count: int
+
+
+class NodeCapabilities(BaseModel):
+    docker_available: bool
+    docker_version: str | None
+    system: dict[str, Any]
+
+
+class PeerList(BaseModel):
+    peers: list[dict[str, Any]]
+    total: int
+
+
+class PeerCapabilities(BaseModel):
+    peer_id: str
+    capabilities: dict[str, Any] | None = _omitted()
+    error: str | None = _omitted()
+
+
+# -- services ----------------------------------------------------------------------------------
+class InterfacePublic(Public):
+    id: int
+    service_id: int
+    interface_type: str
+    path: str
+    mount_function: str
+    description: str
+
+
+class DockerDetailsPublic(Public):
+    id: int
+    service_id: int
+    image_name: str
+    image_tag: str
+    source: str
+    compose_path: str
+    entrypoint: str
+    cmd: str
+
+
+class StandaloneDetailsPublic(Public):
+    id: int
+    service_id: int
+    executable_path: str
+    arguments: list[str]
+    working_directory: str
+    environment_variables: dict[str, str]
+    timeout_seconds: int
+    run_as_user: str
+    source: str
+
+
+class DataDetailsPublic(Public):
+    id: int
+    service_id: int
+    file_path: str
+    file_size: int
+    file_hash: str
+    encryption_method: str
+
+
+class LimitsPublic(BaseModel):
+    """A service's own limits (null: the node's default)."""
+
+    memory_mb: Number | None
+    cpus: Number | None
+    pids: Number | None
+    output_mb: Number | None
+    timeout_max_seconds: Number | None
+
+
+class EffectiveLimits(BaseModel):
+    """The limits that apply to the service's jobs (0: none)."""
+
+    memory_mb: Number
+    cpus: Number
+    pids: Number
+    output_mb: Number
+    timeout_max_seconds: Number
+
+
+class ServicePublic(Public):
+    id: int
+    name: str
+    description: str
+    service_type: str
+    type: str
+    status: str
+    endpoint: str
+    pricing_amount: float
+    pricing_type: str
+    pricing_interval: str
+    pricing_unit: str
+    capabilities: dict[str, Any]
+    created_at: Timestamp
+    updated_at: Timestamp
+    interfaces: list[InterfacePublic]
+    access: str
+    access_is_default: bool
+    allowed_peers: list[str]
+    allow_command: bool
+    allow_args: bool
+    allow_network: bool
+    limits: LimitsPublic
+    effective_limits: EffectiveLimits
+    docker_details: DockerDetailsPublic | None = _omitted()
+    standalone_details: StandaloneDetailsPublic | None = _omitted()
+    data_details: DataDetailsPublic | None = _omitted()
+
+    @classmethod
+    def of(cls, view: ServiceView, policy: PeerPolicy) -> ServicePublic:
+        """The service with its policy fields as they apply (the node's defaults where it
+        sets none)."""
+        s = view.service
+        own = s.limits or {}
+        return cls.model_validate({
+            **{name: getattr(s, name) for name in _SERVICE_COLUMNS},
+            "interfaces": view.interfaces,
+            "access": policy.access(s),
+            "access_is_default": s.access is None,
+            "allowed_peers": list(policy.allowed_peers(s)),
+            "allow_command": s.allow_command,
+            "allow_args": s.allow_args,
+            "allow_network": policy.network(s),
+            "limits": {k: own.get(k) for k in LIMIT_KEYS},
+            "effective_limits": policy.limits(s),
+            "docker_details": view.docker,
+            "standalone_details": view.standalone,
+            "data_details": view.data,
+        })
+
+
+_SERVICE_COLUMNS = ("id", "name", "description", "service_type", "type", "status", "endpoint",
+                    "pricing_amount", "pricing_type", "pricing_interval", "pricing_unit",
+                    "capabilities", "created_at", "updated_at")
+
+
+class SuggestedInterface(Public):
+    interface_type: str
+    description: str
+    path: str = _omitted_empty()
+    mount_function: str = _omitted_empty()
+
+
+class ServiceList(BaseModel):
+    services: list[ServicePublic]
+    total: int
+
+
+class ServiceOne(BaseModel):
+    service: ServicePublic
+
+
+class ServiceSaved(BaseModel):
+    service: ServicePublic
+    message: str
+
+
+class ServiceCreated(BaseModel):
+    """A service made from a source, with the interfaces its source suggests."""
+
+    success: bool = True
+    service: ServicePublic
+    suggested_interfaces: list[SuggestedInterface]
+
+
+class StatusChanged(BaseModel):
+    message: str
+    status: str
+
+
+class Passphrase(BaseModel):
+    passphrase: str
+    data_details: DataDetailsPublic
+
+
+class InterfaceList(BaseModel):
+    interfaces: list[InterfacePublic]
+    total: int
+
+
+class OperationStarted(BaseModel):
+    operation_id: str
+    message: str
+
+
+class GitValidation(BaseModel):
+    valid: bool
+    error: str | None = _omitted()
+
+
+class DockerDetailsOne(BaseModel):
+    details: DockerDetailsPublic
+
+
+class Suggestions(BaseModel):
+    suggested_interfaces: list[SuggestedInterface]
+
+
+class StandaloneDetailsOne(BaseModel):
+    success: bool = True
+    service: ServicePublic
+    details: StandaloneDetailsPublic
+
+
+# -- workflows ---------------------------------------------------------------------------------
+class WorkflowPublic(Public):
+    id: int
+    name: str
+    description: str
+    definition: dict[str, Any]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class WorkflowNodePublic(Public):
+    id: int
+    workflow_id: int
+    node_type: str
+    peer_id: str
+    service_id: int | None
+    service_name: str
+    config: dict[str, Any]
+    gui_props: dict[str, Any]
+
+
+class ConnectionPublic(Public):
+    id: int
+    workflow_id: int
+    source_node_id: int
+    source_interface_id: int | None
+    target_node_id: int
+    target_interface_id: int | None
+
+
+class WorkflowList(BaseModel):
+    workflows: list[WorkflowPublic]
+    total: int
+
+
+class NodeList(BaseModel):
+    nodes: list[WorkflowNodePublic]
+    total: int
+
+
+class ConnectionList(BaseModel):
+    connections: list[ConnectionPublic]
+    total: int
+
+
+class UIState(BaseModel):
+    ui_state: dict[str, Any]
+
+
+# -- executions --------------------------------------------------------------------------------
+class ExecutionPublic(Public):
+    id: int
+    workflow_id: int
+    status: str
+    started_at: OptionalTimestamp
+    completed_at: OptionalTimestamp
+    error: str | None
+    progress: Number
+    trigger: str
+    prefect_flow_run_id: str | None
+    created_at: OptionalTimestamp
+
+
+class JobPublic(Public):
+    id: int
+    workflow_execution_id: int | None
+    workflow_id: int | None
+    node_id: int | None
+    service_id: int | None
+    peer_id: str
+    requester_peer_id: str
+    status: str
+    attempt: int
+    exit_code: int | None
+    error: str | None
+    prefect_task_run_id: str | None
+    created_at: OptionalTimestamp
+    started_at: OptionalTimestamp
+    completed_at: OptionalTimestamp
+
+
+class JobSummary(Public):
+    """A job as the older per-workflow list shows it."""
+
+    id: int
+    workflow_id: int | None
+    status: str
+    created_at: OptionalTimestamp
+
+
+class JobInterfacePublic(Public):
+    id: int
+    job_execution_id: int
+    interface_id: int | None
+    interface_type: str
+    direction: str
+    path: str
+    value: str | None
+    artifact_hash: str
+    size: int
+
+
+class ExecutionList(BaseModel):
+    executions: list[ExecutionPublic]
+    total: int
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+    total: int
+
+
+class JobSummaryList(BaseModel):
+    jobs: list[JobSummary]
+    total: int
+
+
+class JobRecordList(BaseModel):
+    """Job executions under the older ``executions`` key."""
+
+    executions: list[JobPublic]
+    total: int
+
+
+class JobInterfaceList(BaseModel):
+    interfaces: list[JobInterfacePublic]
+    total: int
+
+
+class ExecutionStarted(BaseModel):
+    message: str
+    workflow_id: int
+    note: str
+    execution_id: int
+
+
+class ExecutionCancelled(BaseModel):
+    success: bool = True
+    message: str
+    status: str
+
+
+class SchedulePublic(Public):
+    id: int
+    workflow_id: int
+    cron: str
+    timezone: str
+    active: bool
+    deployment_id: str | None
+    created_at: OptionalTimestamp
+
+
+class ScheduleList(BaseModel):
+    schedules: list[SchedulePublic]
+    total: int
+
+
+class ScheduleCreated(BaseModel):
+    schedule: SchedulePublic
+    message: str
+
+
+class ScheduleRunRequested(BaseModel):
+    message: str
+    flow_run_id: str | None
+
+
+# -- blacklist ---------------------------------------------------------------------------------
+class BlacklistEntryPublic(Public):
+    peer_id: str
+    reason: str | None
+    blacklisted_at: OptionalTimestamp
+
+
+class BlacklistList(BaseModel):
+    blacklist: list[BlacklistEntryPublic]
+    peer_ids: list[str]
+    total: int
+
+
+class BlacklistAdded(BaseModel):
+    peer_id: str
+    reason: str | None
+    message: str
+
+
+class BlacklistCheck(BaseModel):
+    peer_id: str
+    is_blacklisted: bool
+
+
+# -- relay -------------------------------------------------------------------------------------
+class RelaySession(BaseModel):
+    """A peer relayed through this node (relay mode)."""
+
+    session_id: str
+    client_node_id: str
+    client_peer_id: str
+    session_type: str
+    start_time: int
+    duration_seconds: int
+    ingress_bytes: int
+    egress_bytes: int
+    total_bytes: int
+    earnings: Number
+    last_keepalive: int
+
+
+class RelayCandidate(BaseModel):
+    """A relay this node may use (NAT mode), best first."""
+
+    node_id: str
+    peer_id: str
+    endpoint: str
+    latency: str
+    latency_ms: int
+    reputation_score: Number
+    pricing_per_gb: Number
+    capacity: int
+    last_seen: int
+    is_connected: bool
+    is_preferred: bool
+    is_available: bool
+    unavailable_msg: str
