@@ -167,6 +167,9 @@ async def test_missing_image_says_so(docker_exec: DockerExecutor,
 async def test_image_pulled_when_missing(docker_exec: DockerExecutor, registry: LocalRegistry,
                                          docker_client: docker.DockerClient,
                                          store: ArtifactStore) -> None:
+    # Another test may have pulled it: this one starts without it.
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_client.images.remove(registry.image, noprune=True)
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(registry.image)
     try:
