@@ -8,6 +8,7 @@ from fastapi import Depends, Path, Request
 from pydantic import BeforeValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from api.gate import CLAIMS, bearer
 from orchestrator.auth import TokenClaims
 from orchestrator.errors import AuthFailed
 from orchestrator.node import Node
@@ -22,16 +23,14 @@ async def get_node(request: Request) -> Node:
 NodeDep = Annotated[Node, Depends(get_node)]
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    return token.strip()
-
-
 async def require_token(request: Request) -> TokenClaims:
-    token = bearer_token(request)
+    """The caller's token claims: verified by the gate in front of every route (``api.gate``),
+    or here when a request did not pass through it."""
+    claims: TokenClaims | None = getattr(request.state, CLAIMS, None)
+    if claims is not None:
+        return claims
+    raw = request.headers.get("authorization")
+    token = bearer(raw.encode("latin-1") if raw is not None else None)
     if token is None:
         raise AuthFailed("Unauthorized")
     node: Node = request.app.state.node

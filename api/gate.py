@@ -25,6 +25,8 @@ from orchestrator.errors import AuthFailed
 
 TOO_MANY = "Too many requests: try again later"
 UNAUTHORIZED = "Unauthorized"
+# Where a verified request's token claims are kept (``request.state.token_claims``).
+CLAIMS = "token_claims"
 
 
 def bearer(raw: bytes | None) -> str | None:
@@ -72,7 +74,9 @@ class Gate:
         if token is None:
             return False
         try:
-            self.check_token(token)
+            claims = self.check_token(token)
         except AuthFailed:
             return False
+        # The route's dependency reads the claims from here rather than verifying again.
+        scope.setdefault("state", {})[CLAIMS] = claims
         return True
