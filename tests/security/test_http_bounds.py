@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -53,10 +52,6 @@ def owner(node: NodeProcess) -> Iterator[ApiClient]:
         yield client
     finally:
         client.close()
-
-
-def rss(node: NodeProcess) -> int:
-    return int(psutil.Process(node.pid).memory_info().rss)
 
 
 @dataclass
@@ -139,14 +134,14 @@ def read_answer(sock: ssl.SSLSocket, data: bytes) -> tuple[int | None, bytes]:
 
 
 def assert_unharmed(node: NodeProcess, owner: ApiClient, before: int) -> None:
-    assert rss(node) - before < RSS_SLACK
+    assert node.rss() - before < RSS_SLACK
     assert owner.get("/api/services").status_code == 200
     assert owner.get("/api/node/status").status_code == 200
 
 
 def test_huge_post_without_token_is_401_unread(node: NodeProcess,
                                                      owner: ApiClient) -> None:
-    before = rss(node)
+    before = node.rss()
     out = post_stream(node, "/api/services",
                             {"Content-Type": "application/json",
                              "Transfer-Encoding": "chunked"},
@@ -159,7 +154,7 @@ def test_huge_post_without_token_is_401_unread(node: NodeProcess,
 @pytest.mark.parametrize("token", [False, True])
 def test_declared_huge_length_is_refused_at_once(node: NodeProcess, owner: ApiClient,
                                                        token: bool) -> None:
-    before = rss(node)
+    before = node.rss()
     headers = {"Content-Type": "application/json", "Content-Length": str(10 * 1024**3)}
     if token:
         headers["Authorization"] = f"Bearer {owner.token}"
@@ -176,7 +171,7 @@ def test_declared_huge_length_is_refused_at_once(node: NodeProcess, owner: ApiCl
 
 def test_huge_streamed_post_with_token_is_cut_off_at_the_cap(node: NodeProcess,
                                                                    owner: ApiClient) -> None:
-    before = rss(node)
+    before = node.rss()
     out = post_stream(node, "/api/workflows",
                             {"Content-Type": "application/json",
                              "Transfer-Encoding": "chunked",
@@ -196,7 +191,7 @@ def stranger_http(node: NodeProcess) -> httpx.Client:
 
 def test_challenge_flood_is_429_and_the_owner_still_logs_in(node: NodeProcess,
                                                             owner: ApiClient) -> None:
-    before = rss(node)
+    before = node.rss()
     with stranger_http(node) as c:
         codes = [c.get("/api/auth/challenge").status_code for _ in range(3000)]
         refused = c.get("/api/auth/challenge")
@@ -248,7 +243,7 @@ def test_non_finite_numbers_are_400_and_lists_stay_200(owner: ApiClient, method:
 
 async def test_websocket_numbers_and_size_are_bounded(node: NodeProcess,
                                                       owner: ApiClient) -> None:
-    before = rss(node)
+    before = node.rss()
     async with connect(owner.ws_url(), ssl=insecure_tls(), open_timeout=TIMEOUT,
                        max_size=None) as ws:
         await ws.send('{"type": "FILE_UPLOAD_START", "payload": {"file_size": 1e999}}')

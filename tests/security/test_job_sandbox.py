@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import io
 import os
-import random
 import socket
 import sys
 import tarfile
@@ -29,6 +28,7 @@ from executors.base import (
     StandaloneTarget,
 )
 from executors.standalone import SANDBOX_UNAVAILABLE, StandaloneExecutor
+from tests.support.processes import sleeper, sleeping
 
 SECRET = b"node-secret-" + os.urandom(8).hex().encode()
 PY = sys.executable
@@ -36,19 +36,6 @@ PY = sys.executable
 
 def sh(script: str, **kwargs) -> StandaloneTarget:
     return StandaloneTarget("/bin/sh", ["-c", script], **kwargs)
-
-
-def sleeper() -> str:
-    """A sleep duration no other process uses: it names a job's child on the host."""
-    return str(random.randrange(10**6, 10**7))
-
-
-def sleeping(duration: str) -> list[int]:
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["cmdline"] == ["sleep", duration] and p.info["status"] != psutil.STATUS_ZOMBIE:
-            found.append(p.pid)
-    return found
 
 
 @dataclass

@@ -36,10 +36,6 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         proc.stop()
 
 
-def rss(node: NodeProcess) -> int:
-    return int(psutil.Process(node.pid).memory_info().rss)
-
-
 def status_ok(node: NodeProcess) -> bool:
     client = node.client()
     try:
@@ -69,7 +65,7 @@ async def test_unread_streams_and_a_huge_request_stay_within_the_windows(
         node: NodeProcess, tmp_path: Path) -> None:
     """Streams of requests never finished, each offering megabytes: the node takes a bounded
     window and request budget per connection, however much is offered."""
-    before = rss(node)
+    before = node.rss()
     attackers = [await stranger(tmp_path, f"a{i}") for i in range(4)]
     offered = 0
     try:
@@ -98,7 +94,7 @@ async def test_unread_streams_and_a_huge_request_stay_within_the_windows(
             if queued == last:
                 break
             last = queued
-        growth = rss(node) - before
+        growth = node.rss() - before
         assert growth < GROWTH_BOUND, f"node grew {growth / MIB:.0f} MiB"
     finally:
         for t in attackers:
@@ -171,7 +167,7 @@ async def test_bulk_channel_connections_without_tls_are_bounded(
     """Hundreds of TCP connections to the bulk port that never start TLS: the node serves a
     bounded number at once, closes the rest at once, and closes the silent ones on time."""
     port = bulk_port(node)
-    before = rss(node)
+    before = node.rss()
     threads_before = psutil.Process(node.pid).num_threads()
     socks = []
     try:
@@ -185,7 +181,7 @@ async def test_bulk_channel_connections_without_tls_are_bounded(
             s.settimeout(30)
             with contextlib.suppress(ConnectionResetError):
                 assert s.recv(1) == b""
-        assert rss(node) - before < GROWTH_BOUND
+        assert node.rss() - before < GROWTH_BOUND
     finally:
         for s in socks:
             s.close()

@@ -99,6 +99,10 @@ class NodeProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def rss(self) -> int:
+        """The node process's resident memory, in bytes."""
+        return int(psutil.Process(self.pid).memory_info().rss)
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
