@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,12 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import api.routes
 from api.body_limit import BodyLimit
-from api.deps import describe_validation
+from api.deps import NodeParts, describe_validation
 from api.errors import error_payload
 from api.gate import Gate
 from api.rate_limit import RateLimiter
+from orchestrator.auth import TokenClaims
+from orchestrator.config import Settings
 from orchestrator.errors import DomainError
-from orchestrator.node import Node
 
 log = logging.getLogger("remote_network.api")
 
@@ -45,7 +47,8 @@ def error_response(request: Request, status: int, message: str) -> JSONResponse:
     return JSONResponse(error_payload(request.url.path, message), status_code=status)
 
 
-def create_app(node: Node) -> FastAPI:
+def create_app(node: NodeParts) -> FastAPI:
+    """The app over ``node``'s parts (``api.deps`` reads each from ``app.state.node``)."""
     app = FastAPI(
         title="Remote Network Node",
         version="0.1.0",
@@ -54,7 +57,7 @@ def create_app(node: Node) -> FastAPI:
         docs_url="/docs",
     )
     app.state.node = node
-    add_edge_middlewares(app, node)
+    add_edge_middlewares(app, node.settings, node.auth.check_token)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=["*"],
@@ -101,9 +104,9 @@ def public_paths(app: FastAPI) -> set[str]:
     return {CHALLENGE_PATH, LOGIN_PATH, "/api/health", *(p for p in docs if p)}
 
 
-def add_edge_middlewares(app: FastAPI, node: Node) -> None:
+def add_edge_middlewares(app: FastAPI, settings: Settings,
+                         check_token: Callable[[str], TokenClaims]) -> None:
     """The gate and the body limit, from the node's settings (added before CORS: inside it)."""
-    settings = node.settings
     public = public_paths(app)
 
     def limiter() -> RateLimiter:
@@ -120,7 +123,7 @@ def add_edge_middlewares(app: FastAPI, node: Node) -> None:
     )
     app.add_middleware(
         Gate,
-        check_token=node.auth.check_token,
+        check_token=check_token,
         public_paths=public,
         rate_limits={("GET", CHALLENGE_PATH): limiter(), ("POST", LOGIN_PATH): limiter()},
     )

@@ -15,8 +15,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from orchestrator.peer_policy import LIMIT_KEYS, PeerPolicy
+from orchestrator.peer_policy import PeerPolicy
 from orchestrator.registry import ServiceView
+from orchestrator.service_policy import LIMIT_KEYS
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -98,20 +99,80 @@ class NodeStatus(BaseModel):
     apps_count: int
 
 
+class Gpu(BaseModel):
+    """A GPU. In a peer's DHT summary only the vendor and the memory are known (shared evenly
+    among its GPUs); the other texts are empty."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    index: int = Field(description="Position of the GPU on its machine, from 0")
+    name: str = Field(description='Model name, e.g. "NVIDIA H200"; empty when unknown')
+    vendor: str = Field(description='e.g. "NVIDIA"; empty when unknown, never null')
+    memory_mb: int = Field(description="Total memory, MiB")
+    uuid: str = Field(description="The driver's GPU UUID; empty when unknown")
+    driver_version: str = Field(description="Empty when unknown")
+
+
+class SystemCapabilities(BaseModel):
+    """What a machine offers. Sizes are MiB; disk is the file system of the node's data
+    directory. For a peer, filled from its DHT summary: what the summary lacks (kernel, CPU
+    model, versions, free memory and disk, GPU names) is empty or 0. Keys not named here are
+    left out."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    platform: str = Field(description='"linux", "darwin", "win32", ...')
+    architecture: str = Field(description='"amd64", "arm64", "arm", or the machine name')
+    kernel_version: str
+    cpu_model: str
+    cpu_cores: int = Field(description="Physical cores")
+    cpu_threads: int = Field(description="Logical CPUs")
+    total_memory_mb: int
+    available_memory_mb: int
+    total_disk_mb: int
+    available_disk_mb: int
+    has_docker: bool
+    docker_version: str = Field(description="The Docker engine's version; empty without one")
+    has_python: bool
+    python_version: str
+    gpus: list[Gpu] = Field(description="NVIDIA GPUs seen through NVML; empty without any")
+
+
 class NodeCapabilities(BaseModel):
     docker_available: bool
     docker_version: str | None
-    system: dict[str, Any]
+    system: SystemCapabilities
+
+
+class Peer(BaseModel):
+    """A peer of our topic. A peer known only from a live connection (``source`` "quic", no
+    signed record yet) shows empty texts, 0 and false."""
+
+    peer_id: str
+    dht_node_id: str = Field(description="Its DHT node id (40 hex digits), or empty")
+    is_relay: bool = Field(description="It acts as a relay for peers behind NAT")
+    is_store: bool = Field(description="It provides DHT storage")
+    files_count: int = Field(description="Its ACTIVE DATA services")
+    apps_count: int = Field(description="Its ACTIVE DOCKER and STANDALONE services")
+    last_seen: str = Field(description="YYYY-MM-DDTHH:MM:SSZ, UTC")
+    topic: str
+    source: str = Field(description='"dht" (a signed record) or "quic" (a live connection)')
+    is_behind_nat: bool
+    nat_type: str = Field(description='e.g. "full_cone", "restricted"; empty when unknown')
+    using_relay: bool = Field(description="It is reached through a relay now")
+    connected_relay_id: str = Field(description="Peer id of that relay, or empty")
 
 
 class PeerList(BaseModel):
-    peers: list[dict[str, Any]]
+    peers: list[Peer]
     total: int
 
 
 class PeerCapabilities(BaseModel):
+    """A peer's capabilities from its DHT summary, or ``error`` when there are none."""
+
     peer_id: str
-    capabilities: dict[str, Any] | None = _omitted()
+    capabilities: SystemCapabilities | None = _omitted()
     error: str | None = _omitted()
 
 

@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from orchestrator.config import Settings  # noqa: E402
-from orchestrator.engine import JOB_UPDATED  # noqa: E402
+from orchestrator.events import JOB_UPDATED  # noqa: E402
 from orchestrator.node import Node  # noqa: E402
 from orchestrator.services.standalone_services import RunConfig  # noqa: E402
 from tests.support.node_process import free_port, free_udp_port  # noqa: E402
@@ -90,13 +90,13 @@ class LockLines(logging.Handler):
 
 
 async def run_one(node: Node, wf: int) -> float:
-    runner = node.workflow_runner
+    runner = node.executions
     t = time.perf_counter()
     execution = runner.execute(wf)
     eid = int(execution.id or 0)
-    await runner._flows[eid]
+    await runner.wait(eid)
     elapsed = time.perf_counter() - t
-    status = node.engine.execution(eid)
+    status = node.execution_store.execution(eid)
     if status.status != "COMPLETED":
         raise SystemExit(f"execution {eid} ended {status.status}: {status.error}")
     return elapsed
@@ -105,7 +105,7 @@ async def run_one(node: Node, wf: int) -> float:
 async def run_many(node: Node, wf: int, n: int) -> tuple[float, list[float], list[float]]:
     """Total time, each execution's duration, and each one's longest wait between two of its
     job state changes (from its start to its end)."""
-    runner = node.workflow_runner
+    runner = node.executions
     changes: dict[int, list[float]] = {}
     async with node.bus.subscribe() as sub:
 
@@ -122,7 +122,7 @@ async def run_many(node: Node, wf: int, n: int) -> tuple[float, list[float], lis
         ids = [int(runner.execute(wf).id or 0) for _ in range(n)]
 
         async def wait(eid: int) -> None:
-            await runner._flows[eid]
+            await runner.wait(eid)
             ended[eid] = time.perf_counter()
 
         await asyncio.gather(*(wait(eid) for eid in ids))
@@ -130,7 +130,7 @@ async def run_many(node: Node, wf: int, n: int) -> tuple[float, list[float], lis
         await asyncio.sleep(0.1)  # the last events reach the subscriber
         watcher.cancel()
     for eid in ids:
-        row = node.engine.execution(eid)
+        row = node.execution_store.execution(eid)
         if row.status != "COMPLETED":
             raise SystemExit(f"execution {eid} ended {row.status}: {row.error}")
     gaps = []

@@ -23,16 +23,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from executors.artifacts import ArtifactStore
 from executors.base import JobOutcome
 from executors.local import LocalExecutor
-from flows.dispatch import JobInput, JobRequest, LocalDispatcher
-from flows.remote import RemoteDispatcher
+from flows.dispatch import LocalDispatcher
+from flows.job_protocol import RemoteDispatcher, RemoteJobs
 from network.identity import Identity
 from network.transport import PeerTransport, TransportConfig
 from orchestrator.db import Database
 from orchestrator.events import EventBus
+from orchestrator.execution_store import ExecutionStore
+from orchestrator.job_request import JobInput, JobRequest
 from orchestrator.models import StandaloneDetails
-from orchestrator.registry import InterfaceSpec, ServiceRegistry
-from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.registry import ServiceRegistry
 from orchestrator.states import InterfaceType, ServiceType
+from orchestrator.wiring import Interface
 
 EXECUTABLE = "/bin/true"
 
@@ -46,15 +48,17 @@ class Side:
         self.addresses = addresses
         self.db = Database(f"sqlite:///{root / 'node.db'}")
         self.db.migrate()
-        self.registry = ServiceRegistry(self.db, EventBus())
+        bus = EventBus()
+        self.registry = ServiceRegistry(self.db, bus)
         self.store = ArtifactStore(root / "artifacts")
         self.executor = LocalExecutor(self.store, root / "jobs", owner=self.transport.peer_id)
         self.local = LocalDispatcher(self.registry, self.executor, self.store,
                                      scratch_dir=root / "scratch")
         self.remote = RemoteDispatcher(self.transport, self.local, self.store)
         RemoteJobs(self.transport, registry=self.registry, local=self.local,
-                   fetch=self.remote.fetch, db=self.db, is_blacklisted=lambda _p: False
-                   ).register()
+                   fetch=self.remote.fetch,
+                   store=ExecutionStore(self.db, bus, own_peer_id=self.transport.peer_id),
+                   is_blacklisted=lambda _p: False).register()
         self.transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
                                                   else None)
 
@@ -71,7 +75,7 @@ class Side:
     def noop_service(self) -> int:
         view = self.registry.create(
             name="noop", service_type=ServiceType.STANDALONE,
-            interfaces=[InterfaceSpec(InterfaceType.STDIN), InterfaceSpec(InterfaceType.STDOUT)],
+            interfaces=[Interface(InterfaceType.STDIN), Interface(InterfaceType.STDOUT)],
             details=StandaloneDetails(service_id=0, executable_path=EXECUTABLE))
         return int(view.service.id or 0)
 

@@ -130,15 +130,15 @@ class JobClock:
 
 async def run_ours(node: Node, clock: JobClock, wf: int) -> Run:
     clock.times.clear()
-    runner = node.workflow_runner
+    runner = node.executions
     t = time.perf_counter()
     execution = runner.execute(wf)
-    await runner._flows[int(execution.id or 0)]
+    await runner.wait(int(execution.id or 0))
     total = time.perf_counter() - t
-    status = node.engine.execution(int(execution.id or 0)).status
+    status = node.execution_store.execution(int(execution.id or 0)).status
     if status != "COMPLETED":
         raise SystemExit(f"execution {execution.id} ended {status}: "
-                         f"{node.engine.execution(int(execution.id or 0)).error}")
+                         f"{node.execution_store.execution(int(execution.id or 0)).error}")
     return Run(total, list(clock.times))
 
 

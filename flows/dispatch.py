@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import shlex
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,44 +30,11 @@ from executors.base import (
     StandaloneTarget,
 )
 from orchestrator.errors import InvalidInput, NotFound, OperationFailed
-from orchestrator.graph import InterfaceInfo
+from orchestrator.job_request import JobRequest
 from orchestrator.peer_policy import PeerPolicy, Refused, Terms
 from orchestrator.registry import ServiceRegistry, ServiceView
 from orchestrator.states import InterfaceType, ServiceType
-
-
-@dataclass(frozen=True, slots=True)
-class JobInput:
-    """One input of a job: an artifact (or text) for one interface of the executing service."""
-
-    interface_id: int | None
-    interface_type: str | None  # None: look it up by interface_id on the executing peer
-    path: str = ""
-    artifact: ArtifactRef | None = None
-    text: str | None = None
-    # Set when ``artifact`` is the encrypted file of this DATA service: the executing peer
-    # decrypts it for the job and for nothing else.
-    data_service_id: int | None = None
-    # Set when ``artifact`` is the requester's DATA, decrypted for this job: the executing peer
-    # names it in no record, so it keeps the bytes no longer than the job needs them.
-    transient: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class JobRequest:
-    job_id: str  # unique on the executing peer: names containers and process groups
-    service_id: int
-    peer_id: str
-    inputs: tuple[JobInput, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    args: tuple[str, ...] = ()
-    stdin_text: str | None = None
-    entrypoint: tuple[str, ...] | None = None
-    cmd: tuple[str, ...] | None = None
-    timeout: float = 300.0
-    # Output keys wired onward to other jobs: a remote job keeps them on its peer (the downstream
-    # peer fetches them from there); its other outputs are fetched back to the requester.
-    wired_outputs: tuple[str, ...] = ()
+from orchestrator.wiring import Interface
 
 
 class DispatchError(Exception):
@@ -83,9 +50,9 @@ class JobDispatcher(Protocol):
     async def data_source(self, service_id: int) -> ArtifactRef: ...
 
 
-def interface_info(view: ServiceView) -> list[InterfaceInfo]:
-    return [InterfaceInfo(int(i.id or 0), i.service_id, i.interface_type, i.path,
-                          i.mount_function) for i in view.interfaces]
+def interface_info(view: ServiceView) -> list[Interface]:
+    """The service's interfaces, as the wiring rules see them."""
+    return [Interface.from_row(i) for i in view.interfaces]
 
 
 def _words(value: str) -> list[str] | None:

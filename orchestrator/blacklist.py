@@ -9,10 +9,9 @@ from sqlmodel import col, select
 
 from orchestrator.db import Database
 from orchestrator.errors import InvalidInput
-from orchestrator.events import EventBus
+from orchestrator.events import BLACKLIST_UPDATED, EventBus
 from orchestrator.models import BlacklistEntry
 
-BLACKLIST_UPDATED = "BLACKLIST_UPDATED"
 DEFAULT_REASON = "Manually blacklisted"
 _PEER_ID = re.compile(r"^[A-Za-z0-9]{8,128}$")
 
@@ -32,8 +31,12 @@ class Blacklist:
         self.bus = bus
         self.own_peer_id = own_peer_id
         self._cache: set[str] | None = None
-        # Called with a peer id as it is blacklisted (the network drops its connections).
-        self.on_add: list[Callable[[str], None]] = []
+        self._added_hooks: list[Callable[[str], None]] = []
+
+    def after_add(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(peer_id)`` each time a peer is blacklisted (the network drops its
+        connections)."""
+        self._added_hooks.append(hook)
 
     def list(self) -> list[BlacklistEntry]:
         with self.db.session() as s:
@@ -50,7 +53,7 @@ class Blacklist:
             s.add(entry)
             s.commit()
         self._cache = None
-        for hook in self.on_add:
+        for hook in self._added_hooks:
             hook(peer_id)
         self.bus.publish(BLACKLIST_UPDATED, {"action": "added", "peer_id": peer_id})
         return entry

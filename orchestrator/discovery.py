@@ -1,8 +1,10 @@
 """Peer discovery for the node: the DHT loop, the peer directory and what we publish.
 
-Builds ``network.dht.DhtNode`` and ``network.peers.PeerDirectory`` from the settings, supplies
-the facts this node publishes (addresses, relay/NAT mode, capability summary, service counts),
-republishes when a service changes, and turns directory changes into ``PEER_UPDATED`` events.
+``peer_directory`` builds ``network.peers.PeerDirectory`` from the settings and turns its changes
+into ``PEER_UPDATED`` events. ``Discovery`` builds ``network.dht.DhtNode``, which fills that
+directory; supplies the facts this node publishes (addresses, relay/NAT mode and the relay in use,
+capability summary, service counts); republishes when a service or the relay in use changes; and
+answers the peers API (the capabilities summary at once, the full fetch in the background).
 """
 
 from __future__ import annotations
@@ -12,18 +14,21 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psutil
 
 from network.dht import DhtConfig, DhtNode, LocalFacts, parse_address
+from network.identity import Identity
 from network.peers import PeerDirectory
 from network.records import NatFacts, capabilities_from_summary
-from orchestrator.capabilities import summary
+from orchestrator.blacklist import Blacklist
+from orchestrator.capabilities import CapabilityProbe, summary
+from orchestrator.config import Settings
 from orchestrator.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from orchestrator.node import Node
+from orchestrator.events import PEER_UPDATED, EventBus
+from orchestrator.registry import SERVICE_UPDATED, ServiceRegistry
+from orchestrator.relay import RELAY_CANDIDATES, RelayClient
 
 log = logging.getLogger("remote_network.discovery")
 
@@ -40,7 +45,20 @@ def check_peer_id(raw: str) -> str:
     return value
 
 
-def dht_config(settings: Any) -> DhtConfig:
+def peer_directory(own_peer_id: str, settings: Settings, bus: EventBus) -> PeerDirectory:
+    """The directory of known peers; each arrival, change and departure is a PEER_UPDATED."""
+
+    def changed(peer_id: str, action: str) -> None:
+        bus.publish(PEER_UPDATED, {"peer_id": peer_id, "action": action,
+                                   "total": len(directory)})
+
+    directory = PeerDirectory(own_peer_id, settings.topic,
+                              stale_after=settings.peer_stale_seconds,
+                              max_peers=settings.peer_book_max, on_change=changed)
+    return directory
+
+
+def dht_config(settings: Settings) -> DhtConfig:
     bootstrap = []
     for text in settings.bootstrap:
         try:
@@ -70,21 +88,28 @@ def interface_addresses(limit: int = 3) -> list[str]:
 
 
 class Discovery:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        settings = node.settings
-        self.peers = PeerDirectory(node.peer_id, settings.topic,
-                                   stale_after=settings.peer_stale_seconds,
-                                   max_peers=settings.peer_book_max,
-                                   on_change=self._peer_changed)
-        self.dht = DhtNode(node.identity, dht_config(settings), facts=self.local_facts,
-                           on_record=self.peers.update_from_record, on_round=self.peers.expire)
+    def __init__(self, identity: Identity, settings: Settings, *, peers: PeerDirectory,
+                 bus: EventBus, services: ServiceRegistry, capabilities: CapabilityProbe,
+                 blacklist: Blacklist, fetch_capabilities: Callable[[str], Awaitable[Any]],
+                 nat_relay: RelayClient | None = None) -> None:
+        """``fetch_capabilities(peer_id)``: a peer's full capabilities, over the transport.
+        ``nat_relay``: behind NAT, the relay client; the published record names its relay."""
+        self.settings = settings
+        self.peers = peers
+        self.bus = bus
+        self.services = services
+        self.capabilities = capabilities
+        self.blacklist = blacklist
+        self.fetch_capabilities = fetch_capabilities
+        self.nat_relay = nat_relay
+        self.dht = DhtNode(identity, dht_config(settings), facts=self.local_facts,
+                           on_record=peers.update_from_record, on_round=peers.expire)
         self._watch: asyncio.Task[None] | None = None
         self._fetches: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         await self.dht.start()
-        self._watch = asyncio.create_task(self._watch_services(), name="discovery-services")
+        self._watch = asyncio.create_task(self._watch_events(), name="discovery-events")
 
     async def stop(self) -> None:
         for task in [self._watch, *self._fetches]:
@@ -96,7 +121,7 @@ class Discovery:
 
     # -- what we publish -------------------------------------------------------------------------
     def quic_hosts(self) -> list[str]:
-        settings = self.node.settings
+        settings = self.settings
         if settings.public_host:
             return [settings.public_host]
         if settings.p2p_host not in WILDCARD:
@@ -106,19 +131,19 @@ class Discovery:
         return hosts or ["127.0.0.1"]
 
     def _facts_sync(self) -> LocalFacts:
-        node, settings = self.node, self.node.settings
-        counts = node.services.counts()
-        caps = summary(node.capabilities.get())
-        relay = node.nat_relay
+        settings = self.settings
+        counts = self.services.counts()
+        caps = summary(self.capabilities.get())
+        relay = self.nat_relay
         return LocalFacts(
             quic_addresses=tuple((h, settings.quic_port) for h in self.quic_hosts()),
             api_port=settings.api_port,
             is_relay=settings.relay,
             nat=NatFacts(
                 behind_nat=settings.nat,
-                nat_type=str(getattr(relay, "nat_type", "") or ""),
-                using_relay=bool(getattr(relay, "connected_relay_id", "")),
-                connected_relay_id=str(getattr(relay, "connected_relay_id", "") or ""),
+                nat_type=relay.nat_type if relay else "",
+                using_relay=bool(relay and relay.connected_relay_id),
+                connected_relay_id=relay.connected_relay_id if relay else "",
             ),
             capabilities=caps,
             files_count=counts["files_count"],
@@ -128,22 +153,23 @@ class Discovery:
     async def local_facts(self) -> LocalFacts:
         return await asyncio.to_thread(self._facts_sync)
 
-    async def _watch_services(self) -> None:
-        async with self.node.bus.subscribe() as sub:
+    async def _watch_events(self) -> None:
+        relay = ""
+        async with self.bus.subscribe() as sub:
             while True:
                 event = await sub.get()
-                if event.type == "SERVICE_UPDATED":
+                if event.type == SERVICE_UPDATED:
+                    self.dht.request_republish()
+                elif (event.type == RELAY_CANDIDATES
+                      and event.payload.get("connected_relay") != relay):
+                    relay = event.payload.get("connected_relay") or ""
                     self.dht.request_republish()
 
     # -- what we show ----------------------------------------------------------------------------
-    def _peer_changed(self, peer_id: str, action: str) -> None:
-        self.node.bus.publish("PEER_UPDATED", {"peer_id": peer_id, "action": action,
-                                               "total": len(self.peers)})
-
     def list_peers(self) -> dict[str, Any]:
         """The topic's peers, less the blacklisted ones (``GET /api/blacklist`` lists those).
         A peer whose row cannot be shown is left out (and logged), never the whole answer."""
-        blocked = self.node.blacklist.contains
+        blocked = self.blacklist.contains
         peers = []
         for info in self.peers.all():
             if blocked(info.peer_id):
@@ -167,14 +193,9 @@ class Discovery:
         return {"peer_id": peer_id, "capabilities": capabilities_from_summary(info.capabilities)}
 
     def _fetch_in_background(self, peer_id: str) -> None:
-        fetch: Callable[[str], Awaitable[Any]] | None = getattr(
-            self.node, "fetch_peer_capabilities", None)
-        if fetch is None:
-            return
-
         async def run() -> None:
             try:
-                await fetch(peer_id)
+                await self.fetch_capabilities(peer_id)
             except Exception as exc:  # the summary stands; say why the full fetch failed
                 log.info("full capabilities of peer %s not fetched: %s", peer_id[:16], exc)
 

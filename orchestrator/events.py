@@ -83,3 +83,24 @@ class EventBus:
     @property
     def subscriber_count(self) -> int:
         return len(self._subs)
+
+
+# -- every event the node publishes on the bus; the WebSocket forwards them as they are ----------
+# Executions and jobs (orchestrator.execution_store): a state change, progress, a job's line.
+EXECUTION_UPDATED = "EXECUTION_UPDATED"
+JOB_UPDATED = "JOB_UPDATED"
+JOB_LOG = "JOB_LOG"
+# Services, workflows and the blacklist: something was created, changed or deleted.
+SERVICE_UPDATED = "SERVICE_UPDATED"
+WORKFLOW_UPDATED = "WORKFLOW_UPDATED"
+BLACKLIST_UPDATED = "BLACKLIST_UPDATED"
+# Peers: the directory changed; a peer's capabilities were fetched; our relay candidates or the
+# relay we are registered with changed.
+PEER_UPDATED = "PEER_UPDATED"
+PEER_CAPABILITIES_UPDATED = "PEER_CAPABILITIES_UPDATED"
+RELAY_CANDIDATES = "RELAY_CANDIDATES"
+# A Docker build or pull: started, progress, done, failed.
+DOCKER_OPERATION_START = "DOCKER_OPERATION_START"
+DOCKER_OPERATION_PROGRESS = "DOCKER_OPERATION_PROGRESS"
+DOCKER_OPERATION_COMPLETE = "DOCKER_OPERATION_COMPLETE"
+DOCKER_OPERATION_ERROR = "DOCKER_OPERATION_ERROR"

@@ -14,54 +14,30 @@ Interfaces of a remote peer's service are taken as given: the executing peer che
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator.errors import InvalidInput
 from orchestrator.states import InterfaceType, ServiceType
-
-TEXT_OUTPUTS = frozenset({InterfaceType.STDOUT, InterfaceType.STDERR, InterfaceType.LOGS})
-DATA_OUTPUT = "DATA"
+from orchestrator.wiring import (
+    DATA_OUTPUT,
+    TEXT_ONLY_INPUTS,
+    Cycle,
+    Interface,
+    carries_text,
+    fed_once_key,
+    topological_order,
+)
 
 
 # -- what goes in -------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class InterfaceInfo:
-    id: int
-    service_id: int
-    interface_type: str
-    path: str = ""
-    mount_function: str = ""
-
-    @property
-    def is_output(self) -> bool:
-        kind = self.interface_type
-        if kind == InterfaceType.MOUNT:
-            return self.mount_function in ("OUTPUT", "BOTH")
-        return kind in TEXT_OUTPUTS
-
-    @property
-    def is_input(self) -> bool:
-        kind = self.interface_type
-        if kind == InterfaceType.MOUNT:
-            return self.mount_function in ("", "INPUT", "BOTH")
-        return kind in (InterfaceType.STDIN, InterfaceType.ENV, InterfaceType.ARG)
-
-    @property
-    def output_key(self) -> str:
-        """The key of this output in a JobResult's ``outputs``."""
-        if self.interface_type == InterfaceType.MOUNT:
-            return f"MOUNT:{self.path}"
-        return str(self.interface_type)
-
-
 @dataclass(frozen=True, slots=True)
 class ServiceInfo:
     id: int
     name: str
     service_type: str
-    interfaces: tuple[InterfaceInfo, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
     timeout: float | None = None  # the service's own default, when it has one
 
 
@@ -190,35 +166,6 @@ def _words(value: Any) -> tuple[str, ...] | None:
     return tuple(str(v) for v in value)
 
 
-def topological_order(node_ids: Sequence[int], edges: Iterable[tuple[int, int]]) -> list[int]:
-    """Kahn's algorithm, stable on ``node_ids`` order. Raises ValueError(cycle members)."""
-    preds: dict[int, set[int]] = {n: set() for n in node_ids}
-    for src, dst in edges:
-        preds[dst].add(src)
-    order: list[int] = []
-    done: set[int] = set()
-    while len(order) < len(node_ids):
-        ready = [n for n in node_ids if n not in done and preds[n] <= done]
-        if not ready:
-            raise ValueError(sorted(set(node_ids) - done))
-        order.extend(ready)
-        done.update(ready)
-    return order
-
-
-def _cycle_members(remaining: list[int], edges: list[tuple[int, int]]) -> list[int]:
-    """Of the nodes left over by Kahn, those on a cycle (drop the ones merely downstream)."""
-    left = set(remaining)
-    changed = True
-    while changed:
-        changed = False
-        for n in list(left):
-            if not any(src == n and dst in left for src, dst in edges):
-                left.discard(n)
-                changed = True
-    return sorted(left)
-
-
 def compile_plan(
     workflow_id: int,
     workflow_name: str,
@@ -227,7 +174,7 @@ def compile_plan(
     *,
     own_peer_id: str,
     service: Callable[[int], ServiceInfo | None],
-    interface: Callable[[int], InterfaceInfo | None],
+    interface: Callable[[int], Interface | None],
     is_known_peer: Callable[[str], bool] = lambda _p: False,
     defaults: Defaults = Defaults(),
 ) -> Plan:
@@ -263,8 +210,7 @@ def compile_plan(
     # Connections: ends exist, output -> input, interfaces of the right services.
     inputs: dict[int, list[PlanInput]] = {n.id: [] for n in nodes}
     consumed: set[tuple[int, str]] = set()
-    stdin_from: dict[int, int] = {}
-    env_from: dict[tuple[int, str], int] = {}
+    fed_by: dict[int, dict[tuple[str, str], int]] = {}  # target node -> fed-once input -> conn
     graph_edges: list[tuple[int, int]] = []
     for e in edges:
         where = f"Connection {e.id}"
@@ -276,7 +222,7 @@ def compile_plan(
         src_svc, dst_svc = services[e.source_node_id], services[e.target_node_id]
 
         # Source end.
-        src_iface: InterfaceInfo | None = None
+        src_iface: Interface | None = None
         if src_svc is not None and src_svc.service_type == ServiceType.DATA:
             source_key = DATA_OUTPUT
             if e.source_interface_id is not None:
@@ -318,22 +264,18 @@ def compile_plan(
                     "(STDIN, MOUNT, ENV, ARG)")
             target_type, target_path = dst_iface.interface_type, dst_iface.path
 
-        if target_type in (InterfaceType.ENV, InterfaceType.ARG) and (
-                source_key.startswith("MOUNT:") or source_key == DATA_OUTPUT):
+        if target_type in TEXT_ONLY_INPUTS and not carries_text(source_key):
             raise InvalidInput(f"{where}: a {target_type} input takes text; "
                                f"{source_key.split(':')[0]} output of "
                                f"{label(e.source_node_id)} is not text")
-        if target_type == InterfaceType.STDIN:
-            if e.target_node_id in stdin_from:
-                raise InvalidInput(f"{where}: STDIN of {label(e.target_node_id)} already has a "
-                                   f"source (connection {stdin_from[e.target_node_id]})")
-            stdin_from[e.target_node_id] = e.id
-        if target_type == InterfaceType.ENV:
-            key = (e.target_node_id, target_path)
-            if key in env_from:
-                raise InvalidInput(f"{where}: ENV {target_path} of {label(e.target_node_id)} "
-                                   f"already has a source (connection {env_from[key]})")
-            env_from[key] = e.id
+        once = fed_once_key(target_type, target_path)
+        if once is not None:
+            fed = fed_by.setdefault(e.target_node_id, {})
+            if once in fed:
+                what = " ".join(part for part in once if part)
+                raise InvalidInput(f"{where}: {what} of {label(e.target_node_id)} already has "
+                                   f"a source (connection {fed[once]})")
+            fed[once] = e.id
 
         inputs[e.target_node_id].append(PlanInput(
             connection_id=e.id, source_node_id=e.source_node_id, source_key=source_key,
@@ -346,10 +288,9 @@ def compile_plan(
     ids = [n.id for n in nodes]
     try:
         order = topological_order(ids, graph_edges)
-    except ValueError as exc:
-        members = _cycle_members(exc.args[0], graph_edges)
-        raise InvalidInput("Workflow has a cycle through " + ", ".join(label(m) for m in members)
-                           ) from None
+    except Cycle as cycle:
+        raise InvalidInput("Workflow has a cycle through "
+                           + ", ".join(label(m) for m in sorted(cycle.members))) from None
 
     plan_nodes = []
     for node_id in order:
@@ -361,8 +302,8 @@ def compile_plan(
 
 
 def _own_interface(where: str, side: str, interface_id: int, node_id: int, svc: ServiceInfo,
-                   interface: Callable[[int], InterfaceInfo | None],
-                   label: Callable[[int], str]) -> InterfaceInfo:
+                   interface: Callable[[int], Interface | None],
+                   label: Callable[[int], str]) -> Interface:
     iface = interface(interface_id)
     if iface is None:
         raise InvalidInput(f"{where}: {side} interface {interface_id} does not exist")

@@ -6,33 +6,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from executors.artifacts import ArtifactStore
-from executors.local import LocalExecutor
-from flows.dispatch import LocalDispatcher
-from flows.remote import RemoteDispatcher
-from flows.runner import WorkflowRunner, bind_runner
-from flows.runtime import PrefectRuntime
-from flows.schedules import ScheduleService
+from flows.dispatch import JobDispatcher
+from flows.executions import Executions
+from flows.job_protocol import RemoteDispatcher, RemoteJobs
+from flows.on_prefect import PrefectEngine, PrefectRuntime, ScheduleService
+from network.dht import dht_node_id
 from network.identity import Identity
+from orchestrator.assembly import job_step, local_jobs, plan_compiler
 from orchestrator.auth import Authenticator, load_or_create_secret
 from orchestrator.blacklist import Blacklist
 from orchestrator.capabilities import CapabilityProbe
 from orchestrator.config import Settings
 from orchestrator.db import Database
-from orchestrator.discovery import Discovery
-from orchestrator.engine import ExecutionEngine
+from orchestrator.discovery import Discovery, peer_directory
 from orchestrator.errors import Forbidden, OperationFailed
 from orchestrator.events import EventBus
-from orchestrator.executions import ExecutionRecords
-from orchestrator.graph import Defaults
+from orchestrator.execution_store import ExecutionStore
+from orchestrator.graph import PlanNode
 from orchestrator.keys import load_identity
 from orchestrator.peer_messaging import PeerMessaging
 from orchestrator.peer_policy import JobGate, PeerPolicy, PolicyConfig
 from orchestrator.registry import ServiceRegistry
-from orchestrator.relay import RelayClient, RelayServer, relay_for
-from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.relay import ConnectedRelay, RelayClient, RelayServer, relay_for
 from orchestrator.retention import Retention
 from orchestrator.services.data_services import DataServices
 from orchestrator.services.docker_services import DockerServices
@@ -46,6 +45,12 @@ log = logging.getLogger("remote_network.node")
 # time per socket, unless the handler has ``runs_in_background = True`` (e.g. a search).
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 WsHandler = Callable[[dict[str, Any], Reply], Awaitable[None]]
+
+
+def dispatcher_for(local: JobDispatcher, remote: JobDispatcher, node: PlanNode) -> JobDispatcher:
+    """``local`` for a node that runs here on inputs made here; ``remote`` for every other
+    (it runs this node's own jobs locally, after fetching the inputs other peers hold)."""
+    return local if node.local and not node.upstream else remote
 
 
 class Node:
@@ -67,73 +72,91 @@ class Node:
         # What other peers may do with the services (access, command, limits): one place.
         self.policy = PeerPolicy(PolicyConfig.from_settings(settings))
         self.blacklist = Blacklist(self.db, self.bus, own_peer_id=self.identity.peer_id)
-        self.workflows = WorkflowStore(self.db, self.bus, own_peer_id=self.identity.peer_id)
-        self.workflows.local_service_exists = self._service_exists
-        self.executions = ExecutionRecords(self.db)
+        self.workflows = WorkflowStore(self.db, self.bus, own_peer_id=self.identity.peer_id,
+                                       service_exists=self.services.exists)
         self.capabilities = CapabilityProbe(settings.data_dir, settings.docker_host)
-        # Content-addressed job inputs/outputs, and the executor that runs jobs on this machine.
+        # Content-addressed job inputs/outputs, the executor that runs jobs on this machine and
+        # the dispatcher of this node's jobs.
         self.artifacts = ArtifactStore(settings.artifacts_dir)
-        self.executor = LocalExecutor(self.artifacts, settings.data_dir / "jobs",
-                                      owner=self.identity.peer_id,
-                                      docker_host=settings.docker_host,
-                                      data_dir=settings.data_dir,
-                                      sandbox=settings.job_sandbox)
+        self.executor, self.local_jobs = local_jobs(settings, self.services, self.artifacts,
+                                                    self.policy, owner=self.identity.peer_id)
         self.ws_handlers: dict[str, WsHandler] = {}
         self.standalone = StandaloneServices(settings, self.services)
         self.data_services = DataServices(settings, self.services)
         self.docker_services = DockerServices(self.services, self.bus, settings)
-        self.services.on_delete.append(self.docker_services.on_service_deleted)
         self.uploads = UploadManager(settings, standalone=self.standalone,
                                      data=self.data_services)
         self.ws_handlers.update(self.uploads.handlers())
-        # Peer discovery: the DHT (node.dht) and the directory of known peers (node.peers).
-        self.discovery = Discovery(self)
-        self.peers = self.discovery.peers
-        self.dht = self.discovery.dht
+        # The directory of known peers, filled by discovery and by live connections.
+        self.peers = peer_directory(self.identity.peer_id, settings, self.bus)
         # QUIC messaging with peers (node.transport): search, capabilities, bulk artifacts.
-        self.messaging = PeerMessaging(self)
+        # Behind NAT, the relay we are registered with (kept by nat_relay, below).
+        self.our_relay = ConnectedRelay()
+        self.messaging = PeerMessaging(
+            self.identity, settings, peers=self.peers, blacklist=self.blacklist,
+            services=self.services, policy=self.policy, capabilities=self.capabilities,
+            artifacts=self.artifacts, bus=self.bus, relay_for=partial(relay_for, self.peers),
+            accepts_tunnels_from=self.our_relay.accepts)
         self.transport = self.messaging.transport
+        self.ws_handlers.update(self.messaging.handlers())
         # Relaying: our sessions as a relay (--relay), our relay behind NAT (--nat).
-        self.relay_service = RelayServer(self) if settings.relay else None
-        self.nat_relay = RelayClient(self) if settings.nat else None
-        self.transport.relay_for = lambda peer_id: relay_for(self, peer_id)
-        # Workflow engine: execution records, Prefect beside the node, the flow runner, schedules.
-        self.prefect = PrefectRuntime(settings)
-        self.engine = ExecutionEngine(
-            self.db, self.bus, workflows=self.workflows, services=self.services,
-            own_peer_id=self.identity.peer_id,
-            defaults=Defaults(timeout=float(settings.job_timeout_seconds),
-                              retry_count=settings.retry_count))
-        self.workflow_runner = WorkflowRunner(
-            self.engine, self.prefect, artifacts=self.artifacts, settings=settings,
-            local=LocalDispatcher(self.services, self.executor, self.artifacts,
-                                  scratch_dir=settings.data_dir / "jobs" / "inputs",
-                                  policy=self.policy))
-        bind_runner(self.workflow_runner)
-        # Remote jobs: workflow nodes on other peers go out over QUIC; other peers' jobs come in.
-        self.remote_dispatcher = RemoteDispatcher(self.transport, self.workflow_runner.local,
+        self.relay_service = (
+            RelayServer(self.transport, blacklist=self.blacklist,
+                        capacity=settings.relay_max_sessions,
+                        price_per_gb=settings.relay_price_per_gb)
+            if settings.relay else None)
+        self.nat_relay = (
+            RelayClient(self.transport, settings, peers=self.peers,
+                        is_blacklisted=self.blacklist.contains, bus=self.bus,
+                        dht_node_id=dht_node_id(self.identity).hex(),
+                        connected=self.our_relay)
+            if settings.nat else None)
+        # Peer discovery (node.dht): publishes our record, fills the directory.
+        self.discovery = Discovery(
+            self.identity, settings, peers=self.peers, bus=self.bus, services=self.services,
+            capabilities=self.capabilities, blacklist=self.blacklist,
+            fetch_capabilities=self.messaging.fetch_peer_capabilities, nat_relay=self.nat_relay)
+        self.dht = self.discovery.dht
+        # Jobs: the records of executions and jobs (the only writer of those rows), and other
+        # peers: workflow nodes on them go out over QUIC, their jobs come in.
+        self.execution_store = ExecutionStore(self.db, self.bus, own_peer_id=self.peer_id)
+        self.remote_dispatcher = RemoteDispatcher(self.transport, self.local_jobs,
                                                   self.artifacts)
-        self.workflow_runner.use_remote(self.remote_dispatcher)
         self.remote_jobs = RemoteJobs(self.transport, registry=self.services,
-                                      local=self.workflow_runner.local,
-                                      fetch=self.remote_dispatcher.fetch, db=self.db,
-                                      is_blacklisted=self.blacklist.contains, bus=self.bus,
+                                      local=self.local_jobs,
+                                      fetch=self.remote_dispatcher.fetch,
+                                      store=self.execution_store,
+                                      is_blacklisted=self.blacklist.contains,
                                       policy=self.policy, gate=JobGate(
                                           total=settings.effective_remote_jobs_max,
                                           per_peer=settings.effective_remote_jobs_per_peer,
                                           queue=settings.remote_jobs_queue))
         self.remote_jobs.register()
+        # Workflows: Prefect beside the node, and the owner of executions, which runs each as a
+        # flow run on it; cron schedules are Prefect deployments the node serves.
+        self.prefect = PrefectRuntime(settings)
+        self.executions = Executions(
+            self.execution_store,
+            plan_compiler(settings, self.workflows, self.services, own_peer_id=self.peer_id,
+                          is_known_peer=self.peers.__contains__),
+            PrefectEngine(self.prefect, job_log_lines=(
+                # Only where a Prefect UI shows them: the node's own server with --prefect-ui,
+                # or a server of the user's (each line costs that server about a millisecond).
+                settings.prefect_job_log_lines
+                if settings.prefect_ui or settings.prefect_api_url else 0)),
+            job_step(settings, self.execution_store, self.artifacts, self.local_jobs,
+                     dispatcher_for=partial(dispatcher_for, self.local_jobs,
+                                            self.remote_dispatcher)))
         self.retention = Retention(
-            self.db, self.artifacts, retention_days=settings.retention_days,
+            self.execution_store, self.artifacts, retention_days=settings.retention_days,
             sweep_seconds=settings.retention_sweep_seconds,
-            in_use=lambda: (self.workflow_runner.inputs_in_use()
+            in_use=lambda: (self.executions.inputs_in_use()
                             | self.remote_jobs.inputs_in_use()),
             forget_flow_runs=self.prefect.delete_flow_runs)
-        self.schedules = ScheduleService(self.db, self.workflow_runner, self.prefect,
+        self.schedules = ScheduleService(self.db, self.executions, self.prefect,
                                          poll_seconds=settings.schedule_poll_seconds)
         self.prefect.on_ready(self.schedules.sync)
-        self.workflows.on_delete.append(self.schedules.on_workflow_deleted)
-        self.engine.is_known_peer = self.peers.__contains__
+        self.workflows.before_delete(self.schedules.on_workflow_deleted)
         self.started_monotonic = time.monotonic()
         self.restart_requested = False
         self._stop_event: asyncio.Event | None = None
@@ -142,20 +165,13 @@ class Node:
     def peer_id(self) -> str:
         return self.identity.peer_id
 
-    def _service_exists(self, service_id: int) -> bool:
-        try:
-            self.services.get(service_id)
-        except Exception:
-            return False
-        return True
-
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self.bus.bind(asyncio.get_running_loop())
         self._stop_event = asyncio.Event()
         self.started_monotonic = time.monotonic()
         await self.executor.start()
-        self.engine.recover_interrupted()
+        self.execution_store.recover_interrupted()
         if self.settings.prefect_warmup:
             self.prefect.start()
         await self.uploads.start()
@@ -169,7 +185,7 @@ class Node:
     async def stop(self) -> None:
         await self.retention.stop()
         await self.schedules.stop()
-        await self.workflow_runner.stop()
+        await self.executions.stop()
         await self.prefect.stop()
         await self.executor.shutdown()
         if self.nat_relay is not None:
@@ -215,9 +231,6 @@ class Node:
         loop = asyncio.get_running_loop()
         # Let the response go out before the servers stop.
         loop.call_later(0.3, lambda: self.request_stop(restart=True))
-
-    async def fetch_peer_capabilities(self, peer_id: str) -> dict[str, Any]:
-        return await self.messaging.fetch_peer_capabilities(peer_id)
 
     def relay_server(self) -> RelayServer:
         """The relay side (sessions of peers relayed through us); relay mode only."""

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from orchestrator.db import Database
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.events import EventBus
+from orchestrator.events import SERVICE_UPDATED, EventBus
 from orchestrator.models import (
     DataDetails,
     DockerDetails,
@@ -24,10 +24,9 @@ from orchestrator.models import (
     StandaloneDetails,
     utcnow,
 )
-from orchestrator.peer_policy import parse_policy
-from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
-
-SERVICE_UPDATED = "SERVICE_UPDATED"
+from orchestrator.service_policy import parse_policy
+from orchestrator.states import ServiceStatus, ServiceType
+from orchestrator.wiring import Interface
 
 # The generic endpoint's `type` values and the service types they stand for.
 GENERIC_TYPES: dict[str, ServiceType] = {
@@ -49,7 +48,6 @@ STATUS_ALIASES = {
     "INACTIVE": ServiceStatus.INACTIVE,
     "UNAVAILABLE": ServiceStatus.INACTIVE,
 }
-MOUNT_FUNCTIONS = {"", "INPUT", "OUTPUT", "BOTH"}
 # Services whose views snapshot() keeps at most (the cache starts over beyond that).
 SNAPSHOT_CACHE_SIZE = 1024
 
@@ -63,53 +61,14 @@ def parse_status(value: str, *, aliases: bool = True) -> ServiceStatus:
     return allowed[key]
 
 
-@dataclass(frozen=True, slots=True)
-class InterfaceSpec:
-    """An interface as a client gives it, validated."""
-
-    interface_type: InterfaceType
-    path: str = ""
-    mount_function: str = ""
-    description: str = ""
-
-    @classmethod
-    def parse(cls, raw: dict[str, Any]) -> InterfaceSpec:
-        kind = str(raw.get("interface_type", "")).strip().upper()
-        if kind not in InterfaceType.__members__:
-            raise InvalidInput(
-                f"Invalid interface_type '{raw.get('interface_type')}': use one of "
-                + ", ".join(InterfaceType)
-            )
-        path = str(raw.get("path") or "")
-        function = str(raw.get("mount_function") or "").strip().upper()
-        if function not in MOUNT_FUNCTIONS:
-            raise InvalidInput(f"Invalid mount_function '{function}': use INPUT, OUTPUT or BOTH")
-        itype = InterfaceType(kind)
-        if itype in (InterfaceType.MOUNT, InterfaceType.ENV, InterfaceType.ARG) and not path:
-            raise InvalidInput(f"A {itype} interface needs a path")
-        if itype is InterfaceType.MOUNT and not path.startswith("/"):
-            raise InvalidInput(f"MOUNT path must be absolute inside the container: '{path}'")
-        if itype is InterfaceType.MOUNT and not function:
-            function = "INPUT"
-        return cls(itype, path, function, str(raw.get("description") or ""))
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "interface_type": str(self.interface_type),
-            "path": self.path,
-            "mount_function": self.mount_function,
-            "description": self.description,
-        }
-
-
-def parse_interfaces(raw: Iterable[dict[str, Any]] | None) -> list[InterfaceSpec]:
+def parse_interfaces(raw: Iterable[dict[str, Any]] | None) -> list[Interface]:
     if raw is None:
         return []
     specs = []
     for item in raw:
         if not isinstance(item, dict):
             raise InvalidInput("Each interface must be an object")
-        specs.append(InterfaceSpec.parse(item))
+        specs.append(Interface.parse(item))
     return specs
 
 
@@ -129,7 +88,7 @@ class ServiceRegistry:
         self.db = db
         self.bus = bus
         # Called with the view of a service about to be deleted (image removal, files).
-        self.on_delete: list[Callable[[ServiceView], None]] = []
+        self._on_delete: list[Callable[[ServiceView], None]] = []
         # counts() is read on every status request and DHT publication; it is cached until the
         # next change (the generation guards against a query that raced with a write).
         self._counts: dict[str, int] | None = None
@@ -137,6 +96,10 @@ class ServiceRegistry:
         self._counts_lock = threading.Lock()
         # snapshot()'s views, kept the same way.
         self._views: dict[int, ServiceView] = {}
+
+    def before_delete(self, hook: Callable[[ServiceView], None]) -> None:
+        """Call ``hook(view)`` with each service about to be deleted."""
+        self._on_delete.append(hook)
 
     # -- reading -----------------------------------------------------------------------------
     def list(self) -> list[ServiceView]:
@@ -147,6 +110,10 @@ class ServiceRegistry:
     def get(self, service_id: int) -> ServiceView:
         with self.db.session() as s:
             return self._view(s, self._require(s, service_id))
+
+    def exists(self, service_id: int) -> bool:
+        with self.db.session() as s:
+            return s.get(Service, service_id) is not None
 
     def snapshot(self, service_id: int) -> ServiceView:
         """The service as ``get`` reads it, from a cache kept until the next change to any
@@ -163,6 +130,11 @@ class ServiceRegistry:
                     self._views.clear()
                 self._views[service_id] = view
         return view
+
+    def interface(self, interface_id: int) -> ServiceInterface | None:
+        """One interface row by its id, whichever service it belongs to."""
+        with self.db.session() as s:
+            return s.get(ServiceInterface, interface_id)
 
     def interfaces(self, service_id: int) -> list[ServiceInterface]:
         with self.db.session() as s:
@@ -210,7 +182,7 @@ class ServiceRegistry:
         endpoint: str = "",
         status: ServiceStatus = ServiceStatus.ACTIVE,
         capabilities: dict[str, Any] | None = None,
-        interfaces: Sequence[InterfaceSpec] = (),
+        interfaces: Sequence[Interface] = (),
         details: DockerDetails | StandaloneDetails | DataDetails | None = None,
         pricing: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
@@ -279,7 +251,7 @@ class ServiceRegistry:
         self.update(service_id, {"status": parsed})
         return parsed
 
-    def replace_interfaces(self, service_id: int, specs: Sequence[InterfaceSpec]) -> None:
+    def replace_interfaces(self, service_id: int, specs: Sequence[Interface]) -> None:
         with self.db.session() as s:
             service = self._require(s, service_id)
             for iface in self._interfaces(s, service_id):
@@ -309,7 +281,7 @@ class ServiceRegistry:
 
     def delete(self, service_id: int) -> ServiceView:
         view = self.get(service_id)
-        for hook in self.on_delete:
+        for hook in self._on_delete:
             hook(view)
         with self.db.session() as s:
             service = self._require(s, service_id)

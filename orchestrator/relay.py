@@ -3,6 +3,9 @@
 ``RelayServer`` is the relay mode behind ``/api/relay/sessions``: ``network.relay.RelayService``
 on the node's transport, with the blacklist and the API's errors.
 
+``relay_for(peers, peer_id)`` is how the transport dials a peer behind NAT: through the relay
+that peer's record names.
+
 ``RelayClient`` is the NAT mode behind ``/api/relay/candidates``, ``connect``, ``disconnect`` and
 ``prefer``. Candidates are the peers whose signed record says they relay. Every
 ``relay_probe_seconds`` each one is asked for its terms (``relay_info``), which measures its
@@ -10,7 +13,8 @@ latency and whether it answers. Unless told to stay disconnected, the node keeps
 one relay: the preferred one when it answers, else the fastest; it keeps the session alive and
 moves to another relay when its relay stops answering. The node's record names the relay, so
 other peers reach it through a tunnel there (``network.relay_tunnel``). Every change of the
-candidates or the connection is a ``RELAY_CANDIDATES`` event.
+candidates or the connection is a ``RELAY_CANDIDATES`` event (discovery republishes the node's
+record on it).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from network.peer_errors import PeerError
+from network.peers import PeerDirectory
 from network.relay import (
     RELAY_INFO,
     RELAY_KEEPALIVE,
@@ -31,26 +37,25 @@ from network.relay import (
     RELAY_UNREGISTER,
     RelayService,
 )
+from network.transport import PeerTransport
 from orchestrator.background import cancel_and_wait
+from orchestrator.blacklist import Blacklist
+from orchestrator.config import Settings
 from orchestrator.errors import InvalidInput, NotFound
-
-if TYPE_CHECKING:
-    from orchestrator.node import Node
+from orchestrator.events import RELAY_CANDIDATES, EventBus
 
 log = logging.getLogger("remote_network.relay")
 
-RELAY_CANDIDATES = "RELAY_CANDIDATES"
 BLACKLIST_REASON = "Manual blacklist from relay session"
 NAT_TYPE = "unknown"  # what kind of NAT is not probed: the node is told it is behind one
 PREFERENCE_FILE = "relay.json"
 
 
 class RelayServer:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        settings = node.settings
-        self.service = RelayService(node.transport, capacity=settings.relay_max_sessions,
-                                    price_per_gb=settings.relay_price_per_gb)
+    def __init__(self, transport: PeerTransport, *, blacklist: Blacklist, capacity: int,
+                 price_per_gb: float) -> None:
+        self.blacklist = blacklist
+        self.service = RelayService(transport, capacity=capacity, price_per_gb=price_per_gb)
 
     def sessions(self) -> list[dict[str, Any]]:
         return self.service.list()
@@ -66,7 +71,7 @@ class RelayServer:
 
     def blacklist_session(self, session_id: str) -> None:
         session = self._session(session_id)
-        self.node.blacklist.add(session.client_peer_id, BLACKLIST_REASON)
+        self.blacklist.add(session.client_peer_id, BLACKLIST_REASON)
         self.service.end(session, "peer is blacklisted")
 
 
@@ -82,13 +87,32 @@ class Candidate:
     answers: int = 0
 
 
+class ConnectedRelay:
+    """The relay this node (behind NAT) is registered with ("" when none): the one peer whose
+    tunnels to us the transport accepts. Built before the transport; the ``RelayClient`` keeps
+    it current."""
+
+    def __init__(self) -> None:
+        self.peer_id = ""
+
+    def accepts(self, peer_id: str) -> bool:
+        return bool(peer_id) and peer_id == self.peer_id
+
+
 class RelayClient:
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.settings = node.settings
-        self.transport = node.transport
+    def __init__(self, transport: PeerTransport, settings: Settings, *, peers: PeerDirectory,
+                 is_blacklisted: Callable[[str], bool], bus: EventBus,
+                 dht_node_id: str, connected: ConnectedRelay) -> None:
+        """``dht_node_id``: this node's DHT node id (hex), which the relay records for it;
+        ``connected``: where the relay it is registered with is kept for the transport."""
+        self.settings = settings
+        self.transport = transport
+        self.peers = peers
+        self.is_blacklisted = is_blacklisted
+        self.bus = bus
+        self.dht_node_id = dht_node_id
         self.nat_type = NAT_TYPE
-        self.connected_relay_id = ""
+        self.connected = connected
         self.session_id = ""
         self.preferred = self._load_preference()
         self.auto = True  # keep a relay; off after a disconnect asked for through the API
@@ -98,8 +122,10 @@ class RelayClient:
         self._target = ""  # a relay asked for through the API, tried next
         self._published: tuple[Any, ...] | None = None
         self.transport.on_disconnected.append(self._peer_gone)
-        self.transport.accepts_tunnels_from = lambda peer_id: (
-            bool(peer_id) and peer_id == self.connected_relay_id)
+
+    @property
+    def connected_relay_id(self) -> str:
+        return self.connected.peer_id
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,11 +141,10 @@ class RelayClient:
     # -- the API ---------------------------------------------------------------------------------
     def candidates(self) -> list[dict[str, Any]]:
         self._refresh_candidates()
-        directory = self.node.peers
         out = []
         for c in sorted(self._candidates.values(),
                         key=lambda c: (not c.available, c.latency_ms or float("inf"))):
-            info = directory.get(c.peer_id)
+            info = self.peers.get(c.peer_id)
             record = info.record if info else None
             addresses = record.quic_addresses if record else ()
             out.append({
@@ -229,7 +254,7 @@ class RelayClient:
     async def _register(self, peer_id: str) -> bool:
         try:
             answer = await self.transport.request(peer_id, RELAY_REGISTER, {
-                "dht_node_id": self.node.dht.node_id_hex})
+                "dht_node_id": self.dht_node_id})
         except PeerError as exc:
             log.info("relay %s refused or did not answer: %s", peer_id[:16], exc.reason)
             c = self._candidates.get(peer_id)
@@ -271,27 +296,27 @@ class RelayClient:
     # -- state ----------------------------------------------------------------------------------
     def _set_connected(self, relay: str, session_id: str) -> None:
         changed = relay != self.connected_relay_id
-        self.connected_relay_id, self.session_id = relay, session_id
+        self.connected.peer_id, self.session_id = relay, session_id
         if changed:
-            self.node.dht.request_republish()
             self._publish()
 
     def _publish(self) -> None:
         """A RELAY_CANDIDATES event, when which relays answer, which one is preferred or which
-        one the node is connected to changed since the last one (latencies alone do not)."""
+        one the node is connected to changed since the last one (latencies alone do not).
+        A change of relay always makes one."""
         candidates = self.candidates()
         state = (self.connected_relay_id, tuple(
             (c["peer_id"], c["is_available"], c["is_preferred"]) for c in candidates))
         if state == self._published:
             return
         self._published = state
-        self.node.bus.publish(RELAY_CANDIDATES, {"candidates": candidates,
-                                                 "connected_relay": self.connected_relay_id})
+        self.bus.publish(RELAY_CANDIDATES, {"candidates": candidates,
+                                            "connected_relay": self.connected_relay_id})
 
     def _refresh_candidates(self) -> None:
-        relays = {info.peer_id for info in self.node.peers.all()
+        relays = {info.peer_id for info in self.peers.all()
                   if info.record is not None and info.record.is_relay
-                  and not self.node.blacklist.contains(info.peer_id)}
+                  and not self.is_blacklisted(info.peer_id)}
         for peer_id in relays - self._candidates.keys():
             self._candidates[peer_id] = Candidate(peer_id)
         for peer_id in self._candidates.keys() - relays:
@@ -317,10 +342,10 @@ class RelayClient:
         tmp.replace(path)
 
 
-def relay_for(node: Node, peer_id: str) -> str | None:
+def relay_for(peers: PeerDirectory, peer_id: str) -> str | None:
     """The relay to reach ``peer_id`` through: the one its record names, when it is behind
     NAT and uses one."""
-    info = node.peers.get(peer_id)
+    info = peers.get(peer_id)
     record = info.record if info else None
     if record is None or not record.nat.behind_nat or not record.nat.using_relay:
         return None

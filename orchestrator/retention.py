@@ -13,8 +13,8 @@ removes them. Every ``retention_sweep_seconds`` (and a minute after the node sta
    yet, nor are the clear bytes of a DATA service a running job reads. Deleting a workflow (its
    executions go with it) therefore frees its outputs too.
 
-What is old enough is said by ``_ended_before`` (records) and ``artifact_grace`` (artifacts);
-``Retention`` runs the sweeps against the database and the store.
+The records are deleted by the ``ExecutionStore`` (``delete_ended_before``), their only writer;
+how old an artifact must be is ``artifact_grace``; ``Retention`` runs the sweeps.
 """
 
 from __future__ import annotations
@@ -27,24 +27,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import and_, delete, or_
-from sqlmodel import col, select
 
 from executors.artifacts import ArtifactStore
 from executors.base import utcnow
 from orchestrator.background import cancel_and_wait
-from orchestrator.db import Database
-from orchestrator.models import JobExecution, JobExecutionInterface, WorkflowExecution
-from orchestrator.states import TERMINAL
+from orchestrator.execution_store import ExecutionStore
 
 log = logging.getLogger("remote_network.retention")
 
 FIRST_SWEEP_DELAY = 60.0
 ARTIFACT_GRACE = 3600.0
 # Executions deleted per transaction, so a first sweep of a long history holds no long lock.
-BATCH = 500
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -76,18 +69,11 @@ def stored_artifacts(root: Path) -> Iterator[str]:
                 yield path.name
 
 
-def _ended_before(model: type[WorkflowExecution] | type[JobExecution],
-                  cutoff: dt.datetime) -> Any:
-    """Ended before ``cutoff``: by its end time, or its creation where no end was recorded."""
-    return or_(col(model.completed_at) < cutoff,
-               and_(col(model.completed_at).is_(None), col(model.created_at) < cutoff))
-
-
 class Retention:
-    def __init__(self, db: Database, store: ArtifactStore, *, retention_days: float,
+    def __init__(self, records: ExecutionStore, store: ArtifactStore, *, retention_days: float,
                  sweep_seconds: float, in_use: Callable[[], set[str]],
                  forget_flow_runs: Callable[[list[str]], Awaitable[None]] | None = None) -> None:
-        self.db = db
+        self.records = records
         self.store = store
         self.retention_days = retention_days
         self.sweep_seconds = sweep_seconds
@@ -135,36 +121,14 @@ class Retention:
     # -- records -----------------------------------------------------------------------------
     def _delete_records(self, cutoff: dt.datetime, report: SweepReport) -> list[str]:
         """Delete what ended before ``cutoff``; returns the deleted executions' flow-run ids."""
-        ended = col(WorkflowExecution.status).in_(list(TERMINAL))
-        flow_runs: list[str] = []
-        while True:
-            with self.db.session() as s:
-                rows = s.exec(select(WorkflowExecution.id, WorkflowExecution.prefect_flow_run_id)
-                              .where(ended, _ended_before(WorkflowExecution, cutoff))
-                              .limit(BATCH)).all()
-                if not rows:
-                    break
-                ids = [r[0] for r in rows]
-                s.exec(delete(WorkflowExecution)  # type: ignore[call-overload]
-                       .where(col(WorkflowExecution.id).in_(ids)))
-                s.commit()
-            flow_runs.extend(r[1] for r in rows if r[1])
-            report.executions += len(ids)
-        with self.db.session() as s:
-            # Jobs other peers ran here (no execution of ours): their records and outputs.
-            result = s.exec(delete(JobExecution)  # type: ignore[call-overload]
-                            .where(col(JobExecution.workflow_execution_id).is_(None),
-                                   col(JobExecution.status).in_(list(TERMINAL)),
-                                   _ended_before(JobExecution, cutoff)))
-            s.commit()
-            report.jobs = int(result.rowcount or 0)
-        return flow_runs
+        deleted = self.records.delete_ended_before(cutoff)
+        report.executions += deleted.executions
+        report.jobs = deleted.remote_jobs
+        return deleted.flow_run_ids
 
     # -- artifacts ---------------------------------------------------------------------------
     def referenced(self) -> set[str]:
-        with self.db.session() as s:
-            return {h for h in s.exec(select(JobExecutionInterface.artifact_hash).distinct())
-                    if h}
+        return self.records.referenced_artifacts()
 
     def _remove_artifacts(self, in_use: set[str], older_than: float,
                           report: SweepReport) -> None:

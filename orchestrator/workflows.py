@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.db import Database
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.events import EventBus
+from orchestrator.events import WORKFLOW_UPDATED, EventBus
 from orchestrator.models import (
     Workflow,
     WorkflowConnection,
@@ -26,7 +26,6 @@ from orchestrator.models import (
 
 log = logging.getLogger("remote_network.workflows")
 
-WORKFLOW_UPDATED = "WORKFLOW_UPDATED"
 NODE_TYPES = {"SERVICE"}
 DEFAULT_UI_STATE: dict[str, Any] = {"zoom": 1.0, "pan_x": 0, "pan_y": 0}
 # Node config keys the engine understands, with their types.
@@ -66,15 +65,21 @@ def validate_node_config(config: Any) -> dict[str, Any]:
 
 
 class WorkflowStore:
-    def __init__(self, db: Database, bus: EventBus, *, own_peer_id: str) -> None:
+    def __init__(self, db: Database, bus: EventBus, *, own_peer_id: str,
+                 service_exists: Callable[[int], bool]) -> None:
+        """``service_exists(service_id)``: whether this node has that service (a workflow node
+        placed on this node must name one of its services)."""
         self.db = db
         self.bus = bus
         self.own_peer_id = own_peer_id
-        # Checks that a local service exists: (service_id) -> bool.
-        self.local_service_exists: Callable[[int], bool] = lambda _sid: True
+        self.service_exists = service_exists
         # Called with a workflow's id just before it is deleted (what hangs off it, such as its
         # schedules, is still there); a hook that fails does not stop the delete.
-        self.on_delete: list[Callable[[int], None]] = []
+        self._on_delete: list[Callable[[int], None]] = []
+
+    def before_delete(self, hook: Callable[[int], None]) -> None:
+        """Call ``hook(workflow_id)`` just before each workflow is deleted."""
+        self._on_delete.append(hook)
 
     # -- workflows ---------------------------------------------------------------------------
     def list(self) -> list[Workflow]:
@@ -115,7 +120,7 @@ class WorkflowStore:
     def delete(self, workflow_id: int) -> None:
         with self.db.session() as s:
             self._require(s, workflow_id)
-        for hook in self.on_delete:
+        for hook in self._on_delete:
             try:
                 hook(workflow_id)
             except Exception:
@@ -142,7 +147,7 @@ class WorkflowStore:
         if service_id is None or isinstance(service_id, bool) or service_id <= 0:
             raise InvalidInput("service_id is required and must be a positive integer")
         peer_id = (peer_id or "").strip() or self.own_peer_id
-        if peer_id == self.own_peer_id and not self.local_service_exists(service_id):
+        if peer_id == self.own_peer_id and not self.service_exists(service_id):
             raise InvalidInput(f"Service {service_id} does not exist on this node")
         node = WorkflowNode(workflow_id=workflow_id, node_type=node_type, peer_id=peer_id,
                             service_id=service_id, service_name=service_name or "",

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import Depends, status
 
-from api.deps import NodeDep, ServiceId, require_token
+from api.deps import DockerServices, Policy, ServiceId, require_token
 from api.responses import (
     DockerDetailsOne,
     DockerDetailsPublic,
@@ -31,14 +31,14 @@ from api.schemas import (
     ValidateGit,
 )
 from orchestrator.errors import InvalidInput
-from orchestrator.node import Node
+from orchestrator.peer_policy import PeerPolicy
 
 router = Router(prefix="/api/services/docker", tags=["docker"],
                 dependencies=[Depends(require_token)])
 
 
-def _created(created: Any, node: Node) -> ServiceCreated:
-    return ServiceCreated(service=ServicePublic.of(created.view, node.policy),
+def _created(created: Any, policy: PeerPolicy) -> ServiceCreated:
+    return ServiceCreated(service=ServicePublic.of(created.view, policy),
                           suggested_interfaces=_suggestions(created.suggested))
 
 
@@ -52,50 +52,54 @@ def _fields(body: PolicyIn) -> dict[str, Any]:
 
 
 @router.post("/from-registry", status_code=status.HTTP_201_CREATED)
-async def from_registry(body: DockerFromRegistry, node: NodeDep) -> ServiceCreated:
-    created = await node.docker_services.from_registry(**_fields(body))
-    return _created(created, node)
+async def from_registry(body: DockerFromRegistry, docker: DockerServices,
+                        policy: Policy) -> ServiceCreated:
+    created = await docker.from_registry(**_fields(body))
+    return _created(created, policy)
 
 
 @router.post("/from-git", status_code=status.HTTP_202_ACCEPTED)
-async def from_git(body: DockerFromGit, node: NodeDep) -> OperationStarted:
-    op = node.docker_services.start_from_git(**_fields(body))
+async def from_git(body: DockerFromGit, docker: DockerServices) -> OperationStarted:
+    op = docker.start_from_git(**_fields(body))
     return OperationStarted(operation_id=op, message="Docker service creation started")
 
 
 @router.post("/from-local", status_code=status.HTTP_201_CREATED)
-async def from_local(body: DockerFromLocal, node: NodeDep) -> ServiceCreated:
-    created = await node.docker_services.from_local(**_fields(body))
-    return _created(created, node)
+async def from_local(body: DockerFromLocal, docker: DockerServices,
+                     policy: Policy) -> ServiceCreated:
+    created = await docker.from_local(**_fields(body))
+    return _created(created, policy)
 
 
 @router.post("/validate-git")
-async def validate_git(body: ValidateGit, node: NodeDep) -> GitValidation:
+async def validate_git(body: ValidateGit, docker: DockerServices) -> GitValidation:
     if not body.repo_url or not body.repo_url.strip():
         raise InvalidInput("repo_url is required")
-    error = await node.docker_services.validate_git(body.repo_url, body.username, body.password)
+    error = await docker.validate_git(body.repo_url, body.username, body.password)
     return GitValidation(valid=True) if error is None else GitValidation(valid=False, error=error)
 
 
 @router.get("/{id}/details")
-def details(service_id: ServiceId, node: NodeDep) -> DockerDetailsOne:
-    found = node.docker_services.details(service_id)
+def details(service_id: ServiceId, docker: DockerServices) -> DockerDetailsOne:
+    found = docker.details(service_id)
     return DockerDetailsOne(details=DockerDetailsPublic.model_validate(found))
 
 
 @router.get("/{id}/interfaces/suggested")
-async def suggested(service_id: ServiceId, node: NodeDep) -> Suggestions:
-    specs = await node.docker_services.suggested(service_id)
+async def suggested(service_id: ServiceId, docker: DockerServices) -> Suggestions:
+    specs = await docker.suggested(service_id)
     return Suggestions(suggested_interfaces=_suggestions(specs))
 
 
 @router.put("/{id}/interfaces")
-def update_interfaces(service_id: ServiceId, body: InterfacesUpdate, node: NodeDep) -> Success:
-    node.docker_services.replace_interfaces(service_id, body.interfaces)
+def update_interfaces(service_id: ServiceId, body: InterfacesUpdate,
+                      docker: DockerServices) -> Success:
+    docker.replace_interfaces(service_id, body.interfaces)
     return Success(message="Interfaces updated successfully")
 
 
 @router.put("/{id}/config")
-def update_config(service_id: ServiceId, body: DockerConfigUpdate, node: NodeDep) -> Success:
-    node.docker_services.update_config(service_id, entrypoint=body.entrypoint, cmd=body.cmd)
+def update_config(service_id: ServiceId, body: DockerConfigUpdate,
+                  docker: DockerServices) -> Success:
+    docker.update_config(service_id, entrypoint=body.entrypoint, cmd=body.cmd)
     return Success(message="Configuration updated successfully")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends
 
-from api.deps import ExecutionId, JobId, NodeDep, require_token
+from api.deps import ExecutionId, ExecutionRecords, JobId, require_token
 from api.responses import (
     ExecutionPublic,
     JobInterfaceList,
@@ -18,17 +18,17 @@ router = Router(prefix="/api", tags=["executions"], dependencies=[Depends(requir
 
 
 @router.get("/workflow-executions/{id}/status")
-def execution_status(execution_id: ExecutionId, node: NodeDep) -> ExecutionPublic:
-    return ExecutionPublic.model_validate(node.executions.execution(execution_id))
+def execution_status(execution_id: ExecutionId, records: ExecutionRecords) -> ExecutionPublic:
+    return ExecutionPublic.model_validate(records.execution(execution_id))
 
 
 @router.get("/workflow-executions/{id}/jobs")
-def execution_jobs(execution_id: ExecutionId, node: NodeDep) -> JobList:
-    jobs = [JobPublic.model_validate(j) for j in node.executions.jobs(execution_id)]
+def execution_jobs(execution_id: ExecutionId, records: ExecutionRecords) -> JobList:
+    jobs = [JobPublic.model_validate(j) for j in records.job_list(execution_id)]
     return JobList(jobs=jobs, total=len(jobs))
 
 
 @router.get("/job-executions/{id}/interfaces")
-def job_interfaces(job_id: JobId, node: NodeDep) -> JobInterfaceList:
-    items = [JobInterfacePublic.model_validate(i) for i in node.executions.job_interfaces(job_id)]
+def job_interfaces(job_id: JobId, records: ExecutionRecords) -> JobInterfaceList:
+    items = [JobInterfacePublic.model_validate(i) for i in records.job_interfaces(job_id)]
     return JobInterfaceList(interfaces=items, total=len(items))

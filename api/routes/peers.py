@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends
 
-from api.deps import NodeDep, require_token
+from api.deps import Discovery, require_token
 from api.responses import Message, PeerCapabilities, PeerList
 from api.routing import Router
 from orchestrator.errors import InvalidInput
@@ -13,13 +13,13 @@ router = Router(prefix="/api/peers", tags=["peers"], dependencies=[Depends(requi
 
 
 @router.get("")
-async def list_peers(node: NodeDep) -> PeerList:
-    return PeerList.model_validate(node.discovery.list_peers())
+async def list_peers(discovery: Discovery) -> PeerList:
+    return PeerList.model_validate(discovery.list_peers())
 
 
 @router.get("/{peer_id}/capabilities")
-async def peer_capabilities(peer_id: str, node: NodeDep) -> PeerCapabilities:
-    return PeerCapabilities.model_validate(node.discovery.peer_capabilities(peer_id))
+async def peer_capabilities(peer_id: str, discovery: Discovery) -> PeerCapabilities:
+    return PeerCapabilities.model_validate(discovery.peer_capabilities(peer_id))
 
 
 @router.get("//capabilities", include_in_schema=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, status
 
-from api.deps import NodeDep, ServiceId, require_token
+from api.deps import Policy, ServiceId, Services, require_token
 from api.responses import (
     DataDetailsPublic,
     InterfaceList,
@@ -28,17 +28,17 @@ router = Router(prefix="/api/services", tags=["services"],
 
 
 @router.get("")
-def list_services(node: NodeDep) -> ServiceList:
-    services = [ServicePublic.of(v, node.policy) for v in node.services.list()]
+def list_services(registry: Services, policy: Policy) -> ServiceList:
+    services = [ServicePublic.of(v, policy) for v in registry.list()]
     return ServiceList(services=services, total=len(services))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_service(body: ServiceCreate, node: NodeDep) -> ServiceSaved:
+def create_service(body: ServiceCreate, registry: Services, policy: Policy) -> ServiceSaved:
     service_type = generic_type(body.type)
     if service_type is not ServiceType.DATA and not body.endpoint.strip():
         raise InvalidInput("endpoint is required for non-DATA services")
-    view = node.services.create(
+    view = registry.create(
         name=body.name,
         service_type=service_type,
         description=body.description,
@@ -49,43 +49,44 @@ def create_service(body: ServiceCreate, node: NodeDep) -> ServiceSaved:
                                          "pricing_unit"}),
         policy=body.policy(),
     )
-    return ServiceSaved(service=ServicePublic.of(view, node.policy),
+    return ServiceSaved(service=ServicePublic.of(view, policy),
                         message="Service added successfully")
 
 
 @router.get("/{id}")
-def get_service(service_id: ServiceId, node: NodeDep) -> ServiceOne:
-    return ServiceOne(service=ServicePublic.of(node.services.get(service_id), node.policy))
+def get_service(service_id: ServiceId, registry: Services, policy: Policy) -> ServiceOne:
+    return ServiceOne(service=ServicePublic.of(registry.get(service_id), policy))
 
 
 @router.put("/{id}")
-def update_service(service_id: ServiceId, body: ServiceUpdate, node: NodeDep) -> ServiceSaved:
+def update_service(service_id: ServiceId, body: ServiceUpdate, registry: Services,
+                   policy: Policy) -> ServiceSaved:
     changes = body.model_dump(exclude_none=True, exclude=set(POLICY_FIELDS))
-    view = node.services.update(service_id, {**changes, **body.policy()})
-    return ServiceSaved(service=ServicePublic.of(view, node.policy),
+    view = registry.update(service_id, {**changes, **body.policy()})
+    return ServiceSaved(service=ServicePublic.of(view, policy),
                         message="Service updated successfully")
 
 
 @router.delete("/{id}")
-def delete_service(service_id: ServiceId, node: NodeDep) -> Message:
-    node.services.delete(service_id)
+def delete_service(service_id: ServiceId, registry: Services) -> Message:
+    registry.delete(service_id)
     return Message(message="Service deleted successfully")
 
 
 @router.put("/{id}/status")
-def update_status(service_id: ServiceId, body: StatusUpdate, node: NodeDep) -> StatusChanged:
-    new_status = node.services.set_status(service_id, body.status)
+def update_status(service_id: ServiceId, body: StatusUpdate, registry: Services) -> StatusChanged:
+    new_status = registry.set_status(service_id, body.status)
     return StatusChanged(message="Service status updated successfully", status=str(new_status))
 
 
 @router.get("/{id}/passphrase")
-def passphrase(service_id: ServiceId, node: NodeDep) -> Passphrase:
-    details = node.services.passphrase(service_id)
+def passphrase(service_id: ServiceId, registry: Services) -> Passphrase:
+    details = registry.passphrase(service_id)
     return Passphrase(passphrase=details.passphrase,
                       data_details=DataDetailsPublic.model_validate(details))
 
 
 @router.get("/{id}/interfaces")
-def interfaces(service_id: ServiceId, node: NodeDep) -> InterfaceList:
-    items = [InterfacePublic.model_validate(i) for i in node.services.interfaces(service_id)]
+def interfaces(service_id: ServiceId, registry: Services) -> InterfaceList:
+    items = [InterfacePublic.model_validate(i) for i in registry.interfaces(service_id)]
     return InterfaceList(interfaces=items, total=len(items))

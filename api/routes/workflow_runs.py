@@ -13,11 +13,14 @@ from fastapi import Depends, status
 from fastapi.responses import FileResponse
 
 from api.deps import (
+    Artifacts,
     ExecutionId,
+    ExecutionRecords,
+    Executions,
     InterfaceRecordId,
     JobId,
-    NodeDep,
     ScheduleId,
+    Schedules,
     WorkflowId,
     require_token,
 )
@@ -38,8 +41,8 @@ router = Router(prefix="/api", tags=["workflow runs"], dependencies=[Depends(req
 
 
 @router.post("/workflows/{id}/execute", status_code=status.HTTP_202_ACCEPTED)
-async def execute_workflow(workflow_id: WorkflowId, node: NodeDep) -> ExecutionStarted:
-    execution = node.workflow_runner.execute(workflow_id)
+async def execute_workflow(workflow_id: WorkflowId, executions: Executions) -> ExecutionStarted:
+    execution = executions.execute(workflow_id)
     return ExecutionStarted(
         message="Workflow execution started - validation and execution in progress",
         workflow_id=workflow_id,
@@ -49,36 +52,37 @@ async def execute_workflow(workflow_id: WorkflowId, node: NodeDep) -> ExecutionS
 
 
 @router.post("/workflow-executions/{id}/cancel")
-async def cancel_execution(execution_id: ExecutionId, node: NodeDep) -> ExecutionCancelled:
-    execution = await node.workflow_runner.cancel(execution_id)
+async def cancel_execution(execution_id: ExecutionId,
+                           executions: Executions) -> ExecutionCancelled:
+    execution = await executions.cancel(execution_id)
     return ExecutionCancelled(message="Execution cancelled", status=execution.status)
 
 
 @router.get("/workflows/{id}/schedules")
-def list_schedules(workflow_id: WorkflowId, node: NodeDep) -> ScheduleList:
-    items = [SchedulePublic.model_validate(s) for s in node.schedules.list(workflow_id)]
+def list_schedules(workflow_id: WorkflowId, schedules: Schedules) -> ScheduleList:
+    items = [SchedulePublic.model_validate(s) for s in schedules.list(workflow_id)]
     return ScheduleList(schedules=items, total=len(items))
 
 
 @router.post("/workflows/{id}/schedules", status_code=status.HTTP_201_CREATED)
 async def create_schedule(workflow_id: WorkflowId, body: ScheduleCreate,
-                          node: NodeDep) -> ScheduleCreated:
-    schedule = await node.schedules.create(workflow_id, body.cron, body.timezone, body.active)
+                          schedules: Schedules) -> ScheduleCreated:
+    schedule = await schedules.create(workflow_id, body.cron, body.timezone, body.active)
     return ScheduleCreated(schedule=SchedulePublic.model_validate(schedule),
                            message="Schedule created successfully")
 
 
 @router.delete("/workflows/{id}/schedules/{schedule_id}")
 async def delete_schedule(workflow_id: WorkflowId, schedule_id: ScheduleId,
-                          node: NodeDep) -> Message:
-    await node.schedules.delete(workflow_id, schedule_id)
+                          schedules: Schedules) -> Message:
+    await schedules.delete(workflow_id, schedule_id)
     return Message(message="Schedule deleted successfully")
 
 
 @router.post("/workflows/{id}/schedules/{schedule_id}/run", status_code=status.HTTP_202_ACCEPTED)
 async def run_schedule_now(workflow_id: WorkflowId, schedule_id: ScheduleId,
-                           node: NodeDep) -> ScheduleRunRequested:
-    flow_run_id = await node.schedules.run_now(workflow_id, schedule_id)
+                           schedules: Schedules) -> ScheduleRunRequested:
+    flow_run_id = await schedules.run_now(workflow_id, schedule_id)
     return ScheduleRunRequested(message="Scheduled run requested", flow_run_id=flow_run_id)
 
 
@@ -88,10 +92,9 @@ async def run_schedule_now(workflow_id: WorkflowId, schedule_id: ScheduleId,
                              "content": {"application/octet-stream": {
                                  "schema": {"type": "string", "format": "binary"}}}}})
 def interface_content(job_id: JobId, interface_id: InterfaceRecordId,
-                      node: NodeDep) -> FileResponse:
-    record = node.engine.job_interface(job_id, interface_id)
-    artifacts = getattr(node, "artifacts", None)
-    if not record.artifact_hash or artifacts is None or not artifacts.has(record.artifact_hash):
+                      records: ExecutionRecords, artifacts: Artifacts) -> FileResponse:
+    record = records.job_interface(job_id, interface_id)
+    if not record.artifact_hash or not artifacts.has(record.artifact_hash):
         raise NotFound("Interface content not found")
     return FileResponse(artifacts.path(record.artifact_hash),
                         media_type="application/octet-stream",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, status
 
-from api.deps import ConnectionId, NodeDep, NodeId, WorkflowId, require_token
+from api.deps import ConnectionId, ExecutionRecords, NodeId, WorkflowId, Workflows, require_token
 from api.responses import (
     ConnectionList,
     ConnectionPublic,
@@ -39,124 +39,126 @@ router = Router(prefix="/api/workflows", tags=["workflows"],
 
 
 @router.get("")
-def list_workflows(node: NodeDep) -> WorkflowList:
-    items = [WorkflowPublic.model_validate(w) for w in node.workflows.list()]
+def list_workflows(workflows: Workflows) -> WorkflowList:
+    items = [WorkflowPublic.model_validate(w) for w in workflows.list()]
     return WorkflowList(workflows=items, total=len(items))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_workflow(body: WorkflowCreate, node: NodeDep) -> WorkflowPublic:
-    created = node.workflows.create(body.name, body.description, body.definition)
+def create_workflow(body: WorkflowCreate, workflows: Workflows) -> WorkflowPublic:
+    created = workflows.create(body.name, body.description, body.definition)
     return WorkflowPublic.model_validate(created)
 
 
 @router.get("/{id}")
-def get_workflow(workflow_id: WorkflowId, node: NodeDep) -> WorkflowPublic:
-    return WorkflowPublic.model_validate(node.workflows.get(workflow_id))
+def get_workflow(workflow_id: WorkflowId, workflows: Workflows) -> WorkflowPublic:
+    return WorkflowPublic.model_validate(workflows.get(workflow_id))
 
 
 @router.put("/{id}")
 def update_workflow(workflow_id: WorkflowId, body: WorkflowUpdate,
-                    node: NodeDep) -> WorkflowPublic:
-    return WorkflowPublic.model_validate(node.workflows.update(
+                    workflows: Workflows) -> WorkflowPublic:
+    return WorkflowPublic.model_validate(workflows.update(
         workflow_id, body.name, body.description, body.definition))
 
 
 @router.delete("/{id}")
-def delete_workflow(workflow_id: WorkflowId, node: NodeDep) -> Message:
-    node.workflows.delete(workflow_id)
+def delete_workflow(workflow_id: WorkflowId, workflows: Workflows) -> Message:
+    workflows.delete(workflow_id)
     return Message(message="Workflow deleted successfully")
 
 
 # -- nodes -------------------------------------------------------------------------------------
 @router.get("/{id}/nodes")
-def list_nodes(workflow_id: WorkflowId, node: NodeDep) -> NodeList:
-    items = [WorkflowNodePublic.model_validate(n) for n in node.workflows.nodes(workflow_id)]
+def list_nodes(workflow_id: WorkflowId, workflows: Workflows) -> NodeList:
+    items = [WorkflowNodePublic.model_validate(n) for n in workflows.nodes(workflow_id)]
     return NodeList(nodes=items, total=len(items))
 
 
 @router.post("/{id}/nodes", status_code=status.HTTP_201_CREATED)
-def add_node(workflow_id: WorkflowId, body: NodeCreate, node: NodeDep) -> WorkflowNodePublic:
+def add_node(workflow_id: WorkflowId, body: NodeCreate, workflows: Workflows) -> WorkflowNodePublic:
     return WorkflowNodePublic.model_validate(
-        node.workflows.add_node(workflow_id, **body.model_dump()))
+        workflows.add_node(workflow_id, **body.model_dump()))
 
 
 @router.delete("/{id}/nodes/{node_id}")
-def delete_node(workflow_id: WorkflowId, node_id: NodeId, node: NodeDep) -> Message:
-    node.workflows.delete_node(workflow_id, node_id)
+def delete_node(workflow_id: WorkflowId, node_id: NodeId, workflows: Workflows) -> Message:
+    workflows.delete_node(workflow_id, node_id)
     return Message(message="Node deleted successfully")
 
 
 @router.put("/{id}/nodes/{node_id}/gui-props")
 def update_gui_props(workflow_id: WorkflowId, node_id: NodeId, body: GuiPropsUpdate,
-                     node: NodeDep) -> Success:
-    node.workflows.update_node(workflow_id, node_id, gui_props=body.gui_props)
+                     workflows: Workflows) -> Success:
+    workflows.update_node(workflow_id, node_id, gui_props=body.gui_props)
     return Success(message="GUI properties updated")
 
 
 @router.put("/{id}/nodes/{node_id}/config")
 def update_node_config(workflow_id: WorkflowId, node_id: NodeId, body: NodeConfigUpdate,
-                       node: NodeDep) -> Success:
-    node.workflows.update_node(workflow_id, node_id, config=body.config)
+                       workflows: Workflows) -> Success:
+    workflows.update_node(workflow_id, node_id, config=body.config)
     return Success(message="Node configuration updated")
 
 
 # -- connections -------------------------------------------------------------------------------
 @router.get("/{id}/connections")
-def list_connections(workflow_id: WorkflowId, node: NodeDep) -> ConnectionList:
+def list_connections(workflow_id: WorkflowId, workflows: Workflows) -> ConnectionList:
     items = [ConnectionPublic.model_validate(c)
-             for c in node.workflows.connections(workflow_id)]
+             for c in workflows.connections(workflow_id)]
     return ConnectionList(connections=items, total=len(items))
 
 
 @router.post("/{id}/connections", status_code=status.HTTP_201_CREATED)
 def add_connection(workflow_id: WorkflowId, body: ConnectionCreate,
-                   node: NodeDep) -> ConnectionPublic:
+                   workflows: Workflows) -> ConnectionPublic:
     return ConnectionPublic.model_validate(
-        node.workflows.add_connection(workflow_id, body.model_dump()))
+        workflows.add_connection(workflow_id, body.model_dump()))
 
 
 @router.put("/{id}/connections/{connection_id}")
 def update_connection(workflow_id: WorkflowId, connection_id: ConnectionId,
-                      body: ConnectionUpdate, node: NodeDep) -> Success:
-    node.workflows.update_connection(workflow_id, connection_id, body.model_dump())
+                      body: ConnectionUpdate, workflows: Workflows) -> Success:
+    workflows.update_connection(workflow_id, connection_id, body.model_dump())
     return Success(message="Connection updated")
 
 
 @router.delete("/{id}/connections/{connection_id}")
 def delete_connection(workflow_id: WorkflowId, connection_id: ConnectionId,
-                      node: NodeDep) -> Message:
-    node.workflows.delete_connection(workflow_id, connection_id)
+                      workflows: Workflows) -> Message:
+    workflows.delete_connection(workflow_id, connection_id)
     return Message(message="Connection deleted successfully")
 
 
 # -- UI state ----------------------------------------------------------------------------------
 @router.get("/{id}/ui-state")
-def get_ui_state(workflow_id: WorkflowId, node: NodeDep) -> UIState:
-    return UIState(ui_state=node.workflows.ui_state(workflow_id))
+def get_ui_state(workflow_id: WorkflowId, workflows: Workflows) -> UIState:
+    return UIState(ui_state=workflows.ui_state(workflow_id))
 
 
 @router.put("/{id}/ui-state")
-def set_ui_state(workflow_id: WorkflowId, body: UIStateUpdate, node: NodeDep) -> Success:
-    node.workflows.set_ui_state(workflow_id, body.ui_state)
+def set_ui_state(workflow_id: WorkflowId, body: UIStateUpdate, workflows: Workflows) -> Success:
+    workflows.set_ui_state(workflow_id, body.ui_state)
     return Success(message="UI state updated")
 
 
 # -- execution records -------------------------------------------------------------------------
 @router.get("/{id}/jobs")
-def legacy_jobs(workflow_id: WorkflowId, node: NodeDep) -> JobSummaryList:
-    jobs = [JobSummary.model_validate(j) for j in node.executions.jobs_for_workflow(workflow_id)]
+def legacy_jobs(workflow_id: WorkflowId, records: ExecutionRecords) -> JobSummaryList:
+    jobs = [JobSummary.model_validate(j)
+            for j in records.jobs_for_workflow(workflow_id)]
     return JobSummaryList(jobs=jobs, total=len(jobs))
 
 
 @router.get("/{id}/execution-instances")
-def execution_instances(workflow_id: WorkflowId, node: NodeDep) -> ExecutionList:
+def execution_instances(workflow_id: WorkflowId, records: ExecutionRecords) -> ExecutionList:
     items = [ExecutionPublic.model_validate(e)
-             for e in node.executions.for_workflow(workflow_id)]
+             for e in records.for_workflow(workflow_id)]
     return ExecutionList(executions=items, total=len(items))
 
 
 @router.get("/{id}/executions")
-def legacy_executions(workflow_id: WorkflowId, node: NodeDep) -> JobRecordList:
-    items = [JobPublic.model_validate(j) for j in node.executions.jobs_for_workflow(workflow_id)]
+def legacy_executions(workflow_id: WorkflowId, records: ExecutionRecords) -> JobRecordList:
+    items = [JobPublic.model_validate(j)
+             for j in records.jobs_for_workflow(workflow_id)]
     return JobRecordList(executions=items, total=len(items))

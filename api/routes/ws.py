@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 
+from api.deps import Auth, Bus, WsHandler, WsHandlers
 from api.strict_json import UnsafeNumber, loads
 from orchestrator.errors import AuthFailed, DomainError
-from orchestrator.node import Node
 
 log = logging.getLogger("remote_network.ws")
 router = APIRouter(tags=["websocket"])
@@ -32,10 +33,9 @@ def error_message(message: str, *, request_type: str | None = None) -> dict[str,
 
 
 @router.websocket("/api/ws")
-async def websocket(ws: WebSocket) -> None:
-    node: Node = ws.app.state.node
+async def websocket(ws: WebSocket, auth: Auth, bus: Bus, handlers: WsHandlers) -> None:
     try:
-        node.auth.check_token(ws.query_params.get("token", ""))
+        auth.check_token(ws.query_params.get("token", ""))
     except AuthFailed:
         await ws.close(code=status.WS_1008_POLICY_VIOLATION, reason="Unauthorized")
         return
@@ -47,10 +47,10 @@ async def websocket(ws: WebSocket) -> None:
             await ws.send_json(message)
 
     background: set[asyncio.Task[None]] = set()
-    async with node.bus.subscribe() as sub:
+    async with bus.subscribe() as sub:
         pump = asyncio.create_task(_pump(sub, send))
         try:
-            await _receive(ws, node, send, background)
+            await _receive(ws, handlers, send, background)
         except WebSocketDisconnect:
             pass
         finally:
@@ -80,7 +80,7 @@ async def _receive_frame(ws: WebSocket) -> str:
     return bytes(message.get("bytes") or b"").decode("utf-8", errors="replace")
 
 
-async def _receive(ws: WebSocket, node: Node, send: Any,
+async def _receive(ws: WebSocket, handlers: Mapping[str, WsHandler], send: Any,
                    background: set[asyncio.Task[None]]) -> None:
     while True:
         raw = await _receive_frame(ws)
@@ -103,7 +103,7 @@ async def _receive(ws: WebSocket, node: Node, send: Any,
             await send(error_message("Malformed message: payload must be an object",
                                      request_type=kind))
             continue
-        handler = node.ws_handlers.get(kind)
+        handler = handlers.get(kind)
         if handler is None:
             await send(error_message(f"Unsupported message type '{kind}'", request_type=kind))
             continue

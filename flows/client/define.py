@@ -25,13 +25,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flows.client.errors import DefinitionError
+from orchestrator.states import InterfaceType
+from orchestrator.wiring import (
+    TEXT_INPUTS,
+    TEXT_ONLY_INPUTS,
+    TEXT_OUTPUTS,
+    Cycle,
+    can_input,
+    can_output,
+    carries_text,
+    fed_once_key,
+    normalize_mount,
+    output_key,
+    topological_order,
+)
+
 if TYPE_CHECKING:
     from flows.client.node_client import NodeClient
     from flows.client.submit import Execution
 
-OUTPUT_KINDS = frozenset({"STDOUT", "STDERR", "LOGS"})
-INPUT_KINDS = frozenset({"STDIN", "ENV", "ARG"})
-PORT_KINDS = OUTPUT_KINDS | INPUT_KINDS | {"MOUNT"}
+__all__ = ["DefinitionError", "Edge", "Port", "Step", "Workflow", "step"]
+
+PORT_KINDS = frozenset({*TEXT_OUTPUTS, *TEXT_INPUTS, InterfaceType.MOUNT})
 # Node config keys, as the engine reads them from a workflow node's ``config``.
 CONFIG_KEYS = ("timeout", "retry_count", "entrypoint", "cmd", "env", "args")
 STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -41,10 +57,6 @@ PORT = re.compile(
 
 _current: contextvars.ContextVar[Workflow | None] = contextvars.ContextVar(
     "remote_network_workflow", default=None)
-
-
-class DefinitionError(ValueError):
-    """The workflow definition is wrong; the message names the step, port or key at fault."""
 
 
 @dataclass(eq=False)
@@ -57,11 +69,11 @@ class Port:
 
     @property
     def can_output(self) -> bool:
-        return self.kind in OUTPUT_KINDS or self.kind == "MOUNT"
+        return can_output(self.kind)  # a MOUNT's function is the node's to say
 
     @property
     def can_input(self) -> bool:
-        return self.kind in INPUT_KINDS or self.kind == "MOUNT"
+        return can_input(self.kind)
 
     def __rshift__(self, other: Port) -> Edge:
         if not isinstance(other, Port):
@@ -222,8 +234,14 @@ class Workflow:
             raise DefinitionError(f"cannot wire {source} -> {target}: {source} is an input")
         if not target.can_input:
             raise DefinitionError(f"cannot wire {source} -> {target}: {target} is an output")
+        if target.kind in TEXT_ONLY_INPUTS and not carries_text(output_key(source.kind,
+                                                                          source.path)):
+            raise DefinitionError(f"cannot wire {source} -> {target}: a {target.kind} input "
+                                  f"takes text; a {source.kind} output is not text")
+        once = fed_once_key(target.kind, target.path)
         for edge in self.edges:
-            if edge.target.key() == target.key():
+            if once is not None and edge.target.step is target.step \
+                    and fed_once_key(edge.target.kind, edge.target.path) == once:
                 raise DefinitionError(f"{target} is already fed by {edge.source}")
         if source.step is target.step:
             raise DefinitionError(f"cannot wire {source} -> {target}: a step cannot feed itself "
@@ -271,25 +289,15 @@ class Workflow:
         self.order()
 
     def order(self) -> list[Step]:
-        """Steps in topological order (ties kept in the order they were added)."""
-        indegree = {name: 0 for name in self.steps}
-        for edge in self.edges:
-            indegree[edge.target.step.name] += 1
-        ready = [name for name, deg in indegree.items() if deg == 0]
-        ordered: list[Step] = []
-        while ready:
-            name = ready.pop(0)
-            ordered.append(self.steps[name])
-            for edge in self.edges:
-                if edge.source.step.name == name:
-                    indegree[edge.target.step.name] -= 1
-                    if indegree[edge.target.step.name] == 0:
-                        ready.append(edge.target.step.name)
-        if len(ordered) != len(self.steps):
-            stuck = sorted(set(self.steps) - {s.name for s in ordered})
+        """Steps in the node's order (``orchestrator.wiring.topological_order``): each after
+        the steps that feed it, ties in the order they were added."""
+        try:
+            names = topological_order(list(self.steps), [
+                (e.source.step.name, e.target.step.name) for e in self.edges])
+        except Cycle as cycle:
             raise DefinitionError(f"workflow '{self.name}' has a cycle through "
-                                  + ", ".join(stuck))
-        return ordered
+                                  + ", ".join(sorted(cycle.members))) from None
+        return [self.steps[name] for name in names]
 
     def levels(self) -> dict[str, int]:
         """Each step's depth (longest path from a source step), for laying the graph out."""
@@ -388,11 +396,6 @@ def check_config(config: dict[str, Any], *, where: str) -> None:
     if args is not None and not (isinstance(args, list) and all(isinstance(a, str)
                                                                  for a in args)):
         raise DefinitionError(f"{where}: args must be a list of strings")
-
-
-def normalize_mount(path: str) -> str:
-    path = (path or "").strip()
-    return path.rstrip("/") or path
 
 
 def parse_port(wf: Workflow, text: str) -> Port:

@@ -10,9 +10,11 @@ import difflib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flows.client.define import DefinitionError, Port, Step, Workflow, normalize_mount
+from flows.client.errors import DefinitionError
+from orchestrator.wiring import normalize_mount
 
 if TYPE_CHECKING:
+    from flows.client.define import Port, Step, Workflow
     from flows.client.node_client import NodeClient
 
 X_SPACING, Y_SPACING = 260, 140

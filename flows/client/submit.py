@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flows.client.define import Workflow
 from flows.client.node_client import NodeClient, NodeError
 from flows.client.resolve import ServiceCatalog, resolve
+
+if TYPE_CHECKING:
+    from flows.client.define import Workflow
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 ProgressCallback = Callable[[dict[str, Any]], None]

@@ -17,12 +17,13 @@ from pathlib import Path
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.models import DataDetails
-from orchestrator.registry import InterfaceSpec, ServiceRegistry, ServiceView, validate_name
+from orchestrator.registry import ServiceRegistry, ServiceView, validate_name
 from orchestrator.services.data_crypto import ENCRYPTION_METHOD, encrypt_stream, generate_passphrase
 from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
+from orchestrator.wiring import Interface
 
 DATA_FILE_NAME = "data.enc"
-DATA_INTERFACES = (InterfaceSpec(InterfaceType.STDOUT, description="The data file's contents"),)
+DATA_INTERFACES = (Interface(InterfaceType.STDOUT, description="The data file's contents"),)
 
 
 class HashMismatch(InvalidInput):
@@ -33,7 +34,7 @@ class DataServices:
     def __init__(self, settings: Settings, registry: ServiceRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        registry.on_delete.append(self._remove_file)
+        registry.before_delete(self._remove_file)
 
     @property
     def root(self) -> Path:

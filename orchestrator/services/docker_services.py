@@ -6,7 +6,7 @@ the input check leaves neither a database row nor an image of ours nor a tempora
 The Dockerfile and compose file a service was built from are kept under the services directory so
 that ``suggested`` can re-detect the interfaces later.
 
-Progress goes out on the event bus as DOCKER_OPERATION_START / _PROGRESS / _COMPLETE / _ERROR with
+Progress goes out on the event bus as OP_START / _PROGRESS / _COMPLETE / _ERROR with
 the operation id (``docker-git-<ns>`` for git builds, which run in the background).
 """
 
@@ -32,33 +32,32 @@ import docker.errors
 from executors.docker_engine import EngineError, EngineUnavailable, connect
 from orchestrator.config import Settings
 from orchestrator.errors import DomainError, InvalidInput, NotFound, OperationFailed
+from orchestrator.events import DOCKER_OPERATION_COMPLETE as OP_COMPLETE
+from orchestrator.events import DOCKER_OPERATION_ERROR as OP_ERROR
+from orchestrator.events import DOCKER_OPERATION_PROGRESS as OP_PROGRESS
+from orchestrator.events import DOCKER_OPERATION_START as OP_START
 from orchestrator.events import EventBus
 from orchestrator.models import DockerDetails
-from orchestrator.peer_policy import parse_policy
 from orchestrator.registry import (
-    InterfaceSpec,
     ServiceRegistry,
     ServiceView,
     parse_interfaces,
     validate_name,
 )
+from orchestrator.service_policy import parse_policy
 from orchestrator.services import docker_build, git_source
 from orchestrator.services.docker_build import SourcePlan
 from orchestrator.services.interface_detection import (
-    Suggestion,
     from_compose,
     from_dockerfile,
     from_image_config,
     suggest,
 )
 from orchestrator.states import ServiceType
+from orchestrator.wiring import Interface
 
 log = logging.getLogger("remote_network.docker_services")
 
-OP_START = "DOCKER_OPERATION_START"
-OP_PROGRESS = "DOCKER_OPERATION_PROGRESS"
-OP_COMPLETE = "DOCKER_OPERATION_COMPLETE"
-OP_ERROR = "DOCKER_OPERATION_ERROR"
 BUILT_REPOSITORY = "remote-network"
 SOURCES = ("registry", "git", "local")
 
@@ -66,7 +65,7 @@ SOURCES = ("registry", "git", "local")
 @dataclass(frozen=True, slots=True)
 class Created:
     view: ServiceView
-    suggested: list[Suggestion]
+    suggested: list[Interface]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +74,7 @@ class Request:
 
     name: str
     description: str
-    custom: list[InterfaceSpec] | None
+    custom: list[Interface] | None
     # Access and policy fields as the client gave them (checked; see ``peer_policy``).
     policy: dict[str, Any] | None = None
 
@@ -140,6 +139,7 @@ class DockerServices:
         self.settings = settings
         self._client: docker.DockerClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        registry.before_delete(self.on_service_deleted)
 
     # -- the engine --------------------------------------------------------------------------
     @property
@@ -331,9 +331,9 @@ class DockerServices:
             (keep / "compose.yaml").write_text(plan.compose_text)
             (keep / "compose.json").write_text(json.dumps(meta))
 
-    def _record(self, req: Request, details: DockerDetails, suggested: list[Suggestion]
+    def _record(self, req: Request, details: DockerDetails, suggested: list[Interface]
                 ) -> ServiceView:
-        interfaces = req.custom if req.custom else [InterfaceSpec.parse(s.to_dict())
+        interfaces = req.custom if req.custom else [Interface.parse(s.to_dict())
                                                     for s in suggested]
         return self.registry.create(
             name=req.name, service_type=ServiceType.DOCKER, description=req.description,
@@ -350,13 +350,13 @@ class DockerServices:
             raise NotFound("Docker service not found")
         return view.docker
 
-    async def suggested(self, service_id: int) -> list[Suggestion]:
+    async def suggested(self, service_id: int) -> list[Interface]:
         details = self.details(service_id)
         if details.source not in SOURCES:
             raise InvalidInput(f"Unknown source '{details.source}' for service {service_id}")
         return await asyncio.to_thread(self._suggested, details)
 
-    def _suggested(self, details: DockerDetails) -> list[Suggestion]:
+    def _suggested(self, details: DockerDetails) -> list[Interface]:
         ref = f"{details.image_name}:{details.image_tag}"
         try:
             config = docker_build.image_config(self.client, ref) or {}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.states import InterfaceType
+from orchestrator.wiring import Interface
 
 SKIPPED_ENV = frozenset({
     "PATH", "HOME", "HOSTNAME", "TERM", "SHLVL", "PWD", "OLDPWD", "USER", "SHELL", "LANG",
@@ -36,34 +37,18 @@ _OUTPUT_WORDS = re.compile(r"(^|[/_.-])(out|output|outputs|result|results|export
                            r"artifacts?|dist|reports?)($|[/_.-])", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class Suggestion:
-    interface_type: InterfaceType
-    path: str = ""
-    mount_function: str = ""
-    description: str = ""
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (str(self.interface_type), self.path)
-
-    def to_dict(self) -> dict[str, str]:
-        return {"interface_type": str(self.interface_type), "path": self.path,
-                "mount_function": self.mount_function, "description": self.description}
-
-
 STANDARD = (
-    Suggestion(InterfaceType.STDIN, description="Standard input"),
-    Suggestion(InterfaceType.STDOUT, description="Standard output"),
-    Suggestion(InterfaceType.STDERR, description="Standard error"),
-    Suggestion(InterfaceType.LOGS, description="Combined log output"),
+    Interface(InterfaceType.STDIN, description="Standard input"),
+    Interface(InterfaceType.STDOUT, description="Standard output"),
+    Interface(InterfaceType.STDERR, description="Standard error"),
+    Interface(InterfaceType.LOGS, description="Combined log output"),
 )
 
 
-def suggest(*sources: Iterable[Suggestion]) -> list[Suggestion]:
+def suggest(*sources: Iterable[Interface]) -> list[Interface]:
     """The standard streams, then every source's suggestions, without duplicates."""
     seen: set[tuple[str, str]] = set()
-    out: list[Suggestion] = []
+    out: list[Interface] = []
     for item in (*STANDARD, *(s for source in sources for s in source)):
         if item.key not in seen:
             seen.add(item.key)
@@ -72,18 +57,18 @@ def suggest(*sources: Iterable[Suggestion]) -> list[Suggestion]:
 
 
 # -- helpers shared by the sources -------------------------------------------------------------
-def _env(name: str, origin: str) -> Suggestion | None:
+def _env(name: str, origin: str) -> Interface | None:
     name = name.strip()
     if not name or name in SKIPPED_ENV or name.startswith("LC_") or not _valid_env_name(name):
         return None
-    return Suggestion(InterfaceType.ENV, name, "", f"Detected environment variable ({origin})")
+    return Interface(InterfaceType.ENV, name, "", f"Detected environment variable ({origin})")
 
 
 def _valid_env_name(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name) is not None
 
 
-def _mount(path: str, workdir: str, origin: str, *, read_only: bool = False) -> Suggestion | None:
+def _mount(path: str, workdir: str, origin: str, *, read_only: bool = False) -> Interface | None:
     path = path.strip().strip('"').strip("'")
     if not path:
         return None
@@ -93,26 +78,26 @@ def _mount(path: str, workdir: str, origin: str, *, read_only: bool = False) -> 
     if path == "/":
         return None
     function = "INPUT" if read_only or not _OUTPUT_WORDS.search(path) else "OUTPUT"
-    return Suggestion(InterfaceType.MOUNT, path, function, f"Detected volume mount ({origin})")
+    return Interface(InterfaceType.MOUNT, path, function, f"Detected volume mount ({origin})")
 
 
-def _ports(ports: Iterable[str], origin: str) -> list[Suggestion]:
+def _ports(ports: Iterable[str], origin: str) -> list[Interface]:
     out = []
     for index, port in enumerate(p for p in ports if p):
         name = "PORT" if index == 0 else f"PORT_{port.split('/')[0]}"
-        out.append(Suggestion(InterfaceType.ENV, name, "",
+        out.append(Interface(InterfaceType.ENV, name, "",
                               f"Detected exposed port {port} ({origin})"))
     return out
 
 
 # -- image config ------------------------------------------------------------------------------
-def from_image_config(config: Mapping[str, Any] | None) -> list[Suggestion]:
+def from_image_config(config: Mapping[str, Any] | None) -> list[Interface]:
     """From an image's ``Config`` (``image.attrs["Config"]``): Env, Volumes, ExposedPorts."""
     if not config:
         return []
     origin = "image"
     workdir = str(config.get("WorkingDir") or "")
-    out: list[Suggestion] = []
+    out: list[Interface] = []
     for entry in config.get("Env") or []:
         item = _env(str(entry).partition("=")[0], origin)
         if item:
@@ -186,7 +171,7 @@ def _env_pairs(args: str) -> list[str]:
 
 @dataclass
 class _Stage:
-    items: list[Suggestion] = field(default_factory=list)
+    items: list[Interface] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)
     workdir: str = "/"
 
@@ -194,7 +179,7 @@ class _Stage:
         return _Stage(list(self.items), list(self.ports), self.workdir)
 
 
-def from_dockerfile(text: str | None) -> list[Suggestion]:
+def from_dockerfile(text: str | None) -> list[Interface]:
     """From a Dockerfile: the final stage's ENV, VOLUME, EXPOSE and the ARGs it declares
     (a stage built ``FROM`` an earlier one inherits what that one declared)."""
     if not text:
@@ -214,7 +199,7 @@ def from_dockerfile(text: str | None) -> list[Suggestion]:
                 name, _, default = word.partition("=")
                 if name and _valid_env_name(name):
                     desc = f"Build argument {name}" + (f" (default: {default})" if default else "")
-                    item = Suggestion(InterfaceType.ARG, name, "", f"{desc} ({origin})")
+                    item = Interface(InterfaceType.ARG, name, "", f"{desc} ({origin})")
                     if stage is not None:  # ARGs before the first FROM only feed FROM lines
                         stage.items.append(item)
         elif stage is None:
@@ -252,13 +237,13 @@ def compose_service(doc: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]
     raise ValueError("no compose service has a build section or an image")
 
 
-def from_compose(service: Mapping[str, Any] | None) -> list[Suggestion]:
+def from_compose(service: Mapping[str, Any] | None) -> list[Interface]:
     """From one compose service: environment, volumes and ports."""
     if not service:
         return []
     origin = "compose"
     workdir = str(service.get("working_dir") or "/")
-    out: list[Suggestion] = []
+    out: list[Interface] = []
     env = service.get("environment") or {}
     names = list(env) if isinstance(env, Mapping) else [str(e).partition("=")[0] for e in env]
     out.extend(s for s in (_env(str(n), origin) for n in names) if s)

@@ -27,23 +27,23 @@ from typing import Any
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidInput, NotFound, OperationFailed
 from orchestrator.models import StandaloneDetails
-from orchestrator.peer_policy import parse_policy
 from orchestrator.registry import (
-    InterfaceSpec,
     ServiceRegistry,
     ServiceView,
     parse_interfaces,
     validate_name,
 )
+from orchestrator.service_policy import parse_policy
 from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
+from orchestrator.wiring import Interface
 
 log = logging.getLogger("remote_network.standalone")
 
-SUGGESTED_INTERFACES: tuple[InterfaceSpec, ...] = (
-    InterfaceSpec(InterfaceType.STDIN, description="Standard input stream"),
-    InterfaceSpec(InterfaceType.STDOUT, description="Standard output stream"),
-    InterfaceSpec(InterfaceType.STDERR, description="Standard error stream"),
-    InterfaceSpec(InterfaceType.LOGS, description="Combined log output"),
+SUGGESTED_INTERFACES: tuple[Interface, ...] = (
+    Interface(InterfaceType.STDIN, description="Standard input stream"),
+    Interface(InterfaceType.STDOUT, description="Standard output stream"),
+    Interface(InterfaceType.STDERR, description="Standard error stream"),
+    Interface(InterfaceType.LOGS, description="Combined log output"),
 )
 BUILD_TAIL_LINES = 20
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -74,7 +74,7 @@ class GitSource:
     build_command: str = ""
 
 
-def suggested_interfaces() -> list[InterfaceSpec]:
+def suggested_interfaces() -> list[Interface]:
     return list(SUGGESTED_INTERFACES)
 
 
@@ -107,7 +107,7 @@ def check_run_as_user(value: str) -> str:
     return value
 
 
-def _check_common(config: RunConfig) -> tuple[dict[str, Any], list[InterfaceSpec]]:
+def _check_common(config: RunConfig) -> tuple[dict[str, Any], list[Interface]]:
     """The detail fields shared by every source, and the interfaces to store."""
     if any(not isinstance(a, str) or "\x00" in a for a in config.arguments):
         raise InvalidInput("arguments must be a list of strings")
@@ -158,7 +158,7 @@ class StandaloneServices:
     def __init__(self, settings: Settings, registry: ServiceRegistry) -> None:
         self.settings = settings
         self.registry = registry
-        registry.on_delete.append(self._remove_owned_files)
+        registry.before_delete(self._remove_owned_files)
 
     @property
     def root(self) -> Path:
@@ -166,7 +166,7 @@ class StandaloneServices:
 
     # -- from a local executable ------------------------------------------------------------
     def create_from_local(self, *, name: str, description: str,
-                          config: RunConfig) -> tuple[ServiceView, list[InterfaceSpec]]:
+                          config: RunConfig) -> tuple[ServiceView, list[Interface]]:
         path = config.executable_path
         if not isinstance(path, str) or not path.strip():
             raise InvalidInput("executable_path is required")
@@ -191,7 +191,7 @@ class StandaloneServices:
 
     # -- from git -----------------------------------------------------------------------------
     async def create_from_git(self, *, name: str, description: str, source: GitSource,
-                              config: RunConfig) -> tuple[ServiceView, list[InterfaceSpec]]:
+                              config: RunConfig) -> tuple[ServiceView, list[Interface]]:
         from orchestrator.services import git_source
 
         git_source.parse_url(source.repo_url)
@@ -315,7 +315,7 @@ class StandaloneServices:
         self._upload_service(service_id)
 
     def finalize(self, service_id: int,
-                 config: RunConfig) -> tuple[ServiceView, list[InterfaceSpec]]:
+                 config: RunConfig) -> tuple[ServiceView, list[Interface]]:
         view = self._upload_service(service_id)
         details = view.standalone
         assert details is not None

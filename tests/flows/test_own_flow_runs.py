@@ -7,7 +7,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from flows.own_flow_runs import OwnFlowRuns
+from flows.on_prefect.own_flow_runs import OwnFlowRuns
 
 
 class RecordingClient:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
-from flows.runtime import server_environment
+from flows.on_prefect.runtime import prefect_logging_config, server_environment
 from orchestrator.config import Settings
 
 DB = "postgresql+asyncpg://u@127.0.0.1:5/prefect"
@@ -45,3 +46,14 @@ def test_environment_overrides_tuning(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv(PERSISTER, "true")
     env = server_environment(Settings(data_dir=tmp_path), DB, API)
     assert env[FLUSH] == "3" and env[PERSISTER] == "true"
+
+
+def test_prefect_leaves_the_nodes_own_loggers_alone(tmp_path: Path) -> None:
+    """The logging configuration the node hands Prefect is Prefect's own without the root and
+    the HTTP server's loggers: importing Prefect in the node must not take those over."""
+    path = prefect_logging_config(tmp_path)
+    assert path is not None and path.parent == tmp_path
+    config = yaml.safe_load(path.read_text())
+    assert "root" not in config
+    assert not {"uvicorn", "fastapi"} & set(config["loggers"])
+    assert {"prefect", "prefect.flow_runs", "prefect.task_runs"} <= set(config["loggers"])

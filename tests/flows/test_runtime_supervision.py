@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows import runtime
-from flows.runtime import PrefectRuntime
+from flows.on_prefect import runtime
+from flows.on_prefect.runtime import PrefectRuntime
 from orchestrator.config import Settings
 
 API = "http://127.0.0.1:1/api"

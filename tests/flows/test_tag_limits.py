@@ -1,4 +1,5 @@
-"""flows.tag_limits: which tag limits Prefect is asked for, inside and outside an execution."""
+"""flows.on_prefect.tag_limits: which tag limits Prefect is asked for, inside and outside an
+execution."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flows.tag_limits import (
+from flows.on_prefect.tag_limits import (
     TagLimits,
     install,
     only_existing,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from flows.task_run_logs import LogShipper, TaskRunLog
+from flows.on_prefect.task_run_logs import LogShipper, TaskRunLog
 
 
 def log_into(sent: list[dict[str, Any]], limit: int) -> TaskRunLog:

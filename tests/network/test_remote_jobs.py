@@ -17,9 +17,11 @@ from sqlmodel import select
 from executors.artifacts import ArtifactStore
 from executors.base import ArtifactKind, ArtifactRef, JobOutcome, JobResult
 from executors.local import LocalExecutor
-from flows.dispatch import JobInput, JobRequest, LocalDispatcher
-from flows.remote import (
+from flows.dispatch import LocalDispatcher
+from flows.job_protocol import (
     RemoteDispatcher,
+    RemoteJobs,
+    StateEvent,
     WireError,
     request_from_wire,
     request_to_wire,
@@ -30,11 +32,13 @@ from network.identity import Identity
 from network.transport import PeerTransport, TransportConfig
 from orchestrator.db import Database
 from orchestrator.events import EventBus
+from orchestrator.execution_store import ExecutionStore
+from orchestrator.job_request import JobInput, JobRequest
 from orchestrator.models import DataDetails, JobExecution, StandaloneDetails
-from orchestrator.registry import InterfaceSpec, ServiceRegistry
-from orchestrator.remote_jobs import RemoteJobs
+from orchestrator.registry import ServiceRegistry
 from orchestrator.services.data_crypto import encrypt_file
-from orchestrator.states import InterfaceType, ServiceStatus, ServiceType
+from orchestrator.states import InterfaceType, RunState, ServiceStatus, ServiceType
+from orchestrator.wiring import Interface
 from tests.support.processes import sleeper, sleeping
 from tests.support.transports import Net, transports
 
@@ -62,11 +66,12 @@ class Peer:
                                        liveness_misses=2,
                                        on_state=lambda _r, d: self.states.append(d))
         self.blocked: set[str] = set()
+        self.records = ExecutionStore(self.db, self.bus, own_peer_id=transport.peer_id)
         self.jobs = RemoteJobs(transport, registry=self.registry, local=self.local,
-                               fetch=self.remote.fetch, db=self.db,
-                               is_blacklisted=self.blocked.__contains__, bus=self.bus)
+                               fetch=self.remote.fetch, store=self.records,
+                               is_blacklisted=self.blocked.__contains__)
         self.jobs.register()
-        self.states: list[dict[str, Any]] = []
+        self.states: list[StateEvent] = []
         transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
                                              else None)
 
@@ -75,10 +80,10 @@ class Peer:
         return self.transport.peer_id
 
     def sh(self, name: str, script: str, *, status: ServiceStatus = ServiceStatus.ACTIVE,
-           extra: tuple[InterfaceSpec, ...] = ()) -> int:
+           extra: tuple[Interface, ...] = ()) -> int:
         view = self.registry.create(
             name=name, service_type=ServiceType.STANDALONE, status=status,
-            interfaces=[InterfaceSpec(InterfaceType.STDIN), InterfaceSpec(InterfaceType.STDOUT),
+            interfaces=[Interface(InterfaceType.STDIN), Interface(InterfaceType.STDOUT),
                         *extra],
             details=StandaloneDetails(service_id=0, executable_path="/bin/sh",
                                       arguments=["-c", script]))
@@ -183,7 +188,7 @@ async def test_job_chain_across_three_peers_moves_outputs_peer_to_peer(
     assert first.outputs["STDERR"].peer_id == ""  # a result: fetched to A
     assert a.store.read_bytes(first.outputs["STDERR"]) == b"working\n"
     assert ("stderr", "working") in logs
-    assert any(s.get("status") == "RUNNING" for s in a.states)
+    assert any(s.status is RunState.RUNNING for s in a.states)
 
     second = await a.remote.dispatch(request(c, rev, job_id="rn-e1-j2-a1",
                                              inputs=(stdin(out),)))
@@ -196,6 +201,12 @@ async def test_job_chain_across_three_peers_moves_outputs_peer_to_peer(
         rows = peer.rows()
         assert [(r.requester_peer_id, r.status, r.peer_id) for r in rows] == [
             (a.peer_id, "COMPLETED", peer.peer_id)]
+    # B recorded the input it read and its outputs, not their "#<id>" aliases.
+    recorded = b.records.job_interfaces(int(b.rows()[0].id or 0))
+    assert [(r.direction, r.interface_type, r.artifact_hash) for r in recorded] == [
+        ("input", "STDIN", data.sha256), ("output", "STDOUT", out.sha256),
+        ("output", "STDERR", first.outputs["STDERR"].sha256),
+        ("output", "LOGS", first.outputs["LOGS"].sha256)]
 
 
 @on_session_loop

@@ -8,19 +8,19 @@ from orchestrator.errors import InvalidInput
 from orchestrator.graph import (
     Defaults,
     EdgeSpec,
-    InterfaceInfo,
     NodeSpec,
     Plan,
     ServiceInfo,
     compile_plan,
 )
+from orchestrator.wiring import Interface
 
 ME = "a" * 40
 OTHER = "b" * 40
 
 
-def iface(id_: int, svc: int, kind: str, path: str = "", fn: str = "") -> InterfaceInfo:
-    return InterfaceInfo(id_, svc, kind, path, fn)
+def iface(id_: int, svc: int, kind: str, path: str = "", fn: str = "") -> Interface:
+    return Interface(kind, path, fn, id=id_, service_id=svc)
 
 
 # Service 1 "gen": STDOUT(11), STDERR(12). Service 2 "tr": STDIN(21), STDOUT(22), ENV(23).

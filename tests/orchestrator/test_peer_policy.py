@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.dispatch import JobInput, JobRequest
-from flows.remote import WireError, request_from_wire
+from flows.job_protocol import WireError, request_from_wire
 from orchestrator.errors import InvalidInput
+from orchestrator.job_request import JobInput, JobRequest
 from orchestrator.models import Service, ServiceInterface, StandaloneDetails
 from orchestrator.peer_policy import (
     AccessDenied,
@@ -22,9 +22,9 @@ from orchestrator.peer_policy import (
     PeerPolicy,
     PolicyConfig,
     UnknownInterface,
-    parse_policy,
 )
 from orchestrator.registry import ServiceView
+from orchestrator.service_policy import parse_policy
 
 STRANGER = "a" * 40
 FRIEND = "b" * 40

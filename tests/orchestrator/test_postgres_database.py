@@ -13,10 +13,11 @@ from sqlmodel import SQLModel
 from orchestrator.blacklist import Blacklist
 from orchestrator.db import Database
 from orchestrator.events import EventBus
-from orchestrator.registry import InterfaceSpec, ServiceRegistry
+from orchestrator.registry import ServiceRegistry
 from orchestrator.states import InterfaceType, ServiceType
+from orchestrator.wiring import Interface
 from orchestrator.workflows import WorkflowStore
-from tests.orchestrator.test_engine_states import exercise_state_changes
+from tests.orchestrator.test_execution_store import exercise_state_changes
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +61,12 @@ def test_resources_and_cascades_work_on_postgres(db: Database) -> None:
     bus = EventBus()
     registry = ServiceRegistry(db, bus)
     view = registry.create(name="pg-svc", service_type=ServiceType.STANDALONE,
-                           interfaces=[InterfaceSpec(InterfaceType.STDIN),
-                                       InterfaceSpec(InterfaceType.STDOUT)])
+                           interfaces=[Interface(InterfaceType.STDIN),
+                                       Interface(InterfaceType.STDOUT)])
     assert [i.interface_type for i in registry.interfaces(view.service.id)] == ["STDIN", "STDOUT"]
     assert registry.counts() == {"files_count": 0, "apps_count": 1}
 
-    store = WorkflowStore(db, bus, own_peer_id="a" * 40)
+    store = WorkflowStore(db, bus, own_peer_id="a" * 40, service_exists=registry.exists)
     workflow = store.create("pg-flow")
     first = store.add_node(workflow.id, service_id=view.service.id)
     second = store.add_node(workflow.id, service_id=view.service.id)

@@ -10,8 +10,9 @@ from orchestrator.db import Database
 from orchestrator.errors import NotFound
 from orchestrator.events import EventBus
 from orchestrator.models import StandaloneDetails
-from orchestrator.registry import InterfaceSpec, ServiceRegistry
+from orchestrator.registry import ServiceRegistry
 from orchestrator.states import InterfaceType, ServiceType
+from orchestrator.wiring import Interface
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def registry(tmp_path: Path) -> ServiceRegistry:
 def make(registry: ServiceRegistry, name: str) -> int:
     view = registry.create(
         name=name, service_type=ServiceType.STANDALONE,
-        interfaces=[InterfaceSpec(InterfaceType.STDIN), InterfaceSpec(InterfaceType.STDOUT)],
+        interfaces=[Interface(InterfaceType.STDIN), Interface(InterfaceType.STDOUT)],
         details=StandaloneDetails(executable_path="/bin/cat"))
     return int(view.service.id or 0)
 
@@ -42,7 +43,7 @@ def test_snapshot_is_cached_until_a_change(registry: ServiceRegistry) -> None:
     details = registry.snapshot(sid).standalone
     assert details is not None and details.executable_path == "/bin/echo"
 
-    registry.replace_interfaces(sid, [InterfaceSpec(InterfaceType.STDOUT)])
+    registry.replace_interfaces(sid, [Interface(InterfaceType.STDOUT)])
     assert [i.interface_type for i in registry.snapshot(sid).interfaces] == ["STDOUT"]
 
 

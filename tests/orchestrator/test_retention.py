@@ -14,6 +14,8 @@ from sqlmodel import select
 from executors.artifacts import ArtifactStore
 from executors.base import utcnow
 from orchestrator.db import Database
+from orchestrator.events import EventBus
+from orchestrator.execution_store import ExecutionStore
 from orchestrator.models import JobExecution, JobExecutionInterface, Workflow, WorkflowExecution
 from orchestrator.retention import Retention, artifact_grace
 
@@ -74,6 +76,10 @@ def peer_job(db: Database, completed: dt.datetime, output: str) -> int:
                                             requester_peer_id="ab"), output)
 
 
+def records(db: Database) -> ExecutionStore:
+    return ExecutionStore(db, EventBus(), own_peer_id="")
+
+
 def ids(db: Database, model: type) -> set[int]:
     with db.session() as s:
         return {int(r.id) for r in s.exec(select(model))}
@@ -113,7 +119,7 @@ async def test_old_records_and_the_outputs_only_they_held_go(db: Database,
     async def forget(flow_runs: list[str]) -> None:
         forgotten.append(flow_runs)
 
-    retention = Retention(db, store, retention_days=30, sweep_seconds=3600,
+    retention = Retention(records(db), store, retention_days=30, sweep_seconds=3600,
                           in_use=lambda: {in_use}, forget_flow_runs=forget)
     report = await retention.sweep(NOW)
 
@@ -147,7 +153,8 @@ async def test_zero_days_keeps_records_but_still_frees_unreferenced_outputs(
     kept = aged(store, b"an output of an execution from long ago")
     orphan = aged(store, b"an output of a deleted workflow's execution")
     execution(db, wf_id, "COMPLETED", LONG_AGO, kept, "")
-    retention = Retention(db, store, retention_days=0, sweep_seconds=3600, in_use=set)
+    retention = Retention(records(db), store, retention_days=0, sweep_seconds=3600,
+                          in_use=set)
     report = await retention.sweep(NOW)
     assert len(ids(db, WorkflowExecution)) == 1
     assert store.has(kept) and not store.has(orphan)

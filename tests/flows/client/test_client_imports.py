@@ -24,7 +24,7 @@ CLIENT_MODULES = [
 # Server-side packages and modules that no client code path may load.
 SERVER_PACKAGES = ["api", "executors", "prefect", "fastapi", "uvicorn", "sqlmodel", "sqlalchemy",
                    "aioquic", "kademlia", "docker"]
-SERVER_MODULES = ["orchestrator.node", "orchestrator.serve", "orchestrator.engine",
+SERVER_MODULES = ["orchestrator.node", "orchestrator.serve", "orchestrator.execution_store",
                   "orchestrator.db", "orchestrator.workflows", "orchestrator.graph",
                   "orchestrator.discovery", "orchestrator.peer_messaging", "orchestrator.relay"]
 

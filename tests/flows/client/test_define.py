@@ -114,6 +114,25 @@ def test_an_input_is_fed_once() -> None:
     assert len(wf.edges) == 3
 
 
+def test_the_client_wires_by_the_nodes_rules() -> None:
+    """The same rules as the node's compiler (orchestrator.wiring): an ENV is fed once per
+    name, an ARG and a MOUNT directory may take several sources, and a text input refuses a
+    file tree."""
+    wf = Workflow("w")
+    a, b, c = wf.step("generate"), wf.step("upper"), wf.step("count")
+    a.stdout >> c.env("X")
+    with pytest.raises(DefinitionError, match=r"count.env\(X\) is already fed"):
+        b.stdout >> c.env("X")
+    b.stdout >> c.env("Y")
+    a.stdout >> c.arg("-i")
+    b.stdout >> c.arg("-i")
+    a.mount("/out") >> c.mount("/in")
+    b.mount("/out") >> c.mount("/in")
+    with pytest.raises(DefinitionError, match="a ENV input takes text; a MOUNT output is not"):
+        a.mount("/out") >> c.env("Z")
+    assert len(wf.edges) == 6
+
+
 def test_cycles_are_rejected_naming_the_steps() -> None:
     wf = Workflow("w")
     a, b, c = wf.step("generate"), wf.step("upper"), wf.step("count")

@@ -15,10 +15,11 @@ import contextlib
 import logging
 import re
 import zoneinfo
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import col, select
 
+from flows.on_prefect.runtime import PrefectRuntime
 from orchestrator.background import cancel_and_wait
 from orchestrator.db import Database
 from orchestrator.errors import InvalidInput, NotFound, Unavailable
@@ -55,8 +56,14 @@ def deployment_name(schedule: WorkflowSchedule) -> str:
 DEPLOYMENT_NAME = re.compile(r"^workflow-\d+-schedule-\d+$")
 
 
+class ScheduledRuns(Protocol):
+    """Who runs a due flow run of a schedule as an execution (``flows.executions``)."""
+
+    def execute_flow_run(self, workflow_id: int, flow_run: Any) -> object: ...
+
+
 class ScheduleService:
-    def __init__(self, db: Database, runner: Any, runtime: Any, *,
+    def __init__(self, db: Database, runner: ScheduledRuns, runtime: PrefectRuntime, *,
                  poll_seconds: float = 2.0) -> None:
         self.db = db
         self.runner = runner
@@ -148,7 +155,7 @@ class ScheduleService:
     async def _deploy(self, row: WorkflowSchedule) -> WorkflowSchedule:
         from prefect.schedules import Cron
 
-        from flows.flow import run_workflow
+        from flows.on_prefect.flow import run_workflow
 
         try:
             deployment = await run_workflow.ato_deployment(

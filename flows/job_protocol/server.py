@@ -1,24 +1,5 @@
-"""The executing side of remote jobs: the ``job_run`` and ``job_cancel`` message handlers.
-
-``job_run`` (from a peer orchestrating a workflow) is refused, with a message that says why, when
-the requester is blacklisted, the request is malformed, the service does not exist here or is
-not ACTIVE, or ``orchestrator.peer_policy`` refuses it (``<code>: <why>``: access, command,
-interfaces, env, timeout); past the cap on jobs at once (``JobGate``) it waits in the bounded
-queue or is refused ``busy``. Otherwise the job gets a job_execution row of its own here
-(``requester_peer_id`` = the requester, no workflow of ours), its inputs are fetched from
-whichever peer holds them (by hash, checked), and it runs on this node's executor under a job
-id of ours (``rn-remote-<row>``), with the limits and isolation the policy gives it; its state
-changes and log lines go back as ``event`` frames while it runs, and the answer is the
-JobResult with outputs held here (see ``flows.remote`` for the wire form).
-
-A DATA service as a job: its file is decrypted here into a plain artifact, answered as ``DATA``
-and ``STDOUT`` (and the ``#<interface id>`` aliases), only for a requester the service's access
-admits (DATA services are ``private`` unless their owner says otherwise). The passphrase never
-leaves this node.
-
-``job_cancel`` (only from the peer that asked for the job) stops the container or process; a
-requester whose connection goes away has its running jobs stopped as well.
-"""
+"""The executing side over the ``PeerTransport``: ``RemoteJobs``, the ``job_run`` and
+``job_cancel`` handlers."""
 
 from __future__ import annotations
 
@@ -31,41 +12,44 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from executors.base import ArtifactRef, JobOutcome, JobResult, one_line, utcnow
-from flows.dispatch import DispatchError, JobRequest, LocalDispatcher, interface_info
-from flows.remote import (
+from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
+from flows.dispatch import DispatchError, LocalDispatcher, interface_info
+from flows.job_protocol.session import Ending, ServedJob, input_records
+from flows.job_protocol.wire import (
     JOB_CANCEL,
     JOB_RUN,
+    JobEvent,
+    LogEvent,
     WireError,
+    cancel_from_wire,
+    cancelled_to_wire,
     request_from_wire,
-    result_to_wire,
 )
 from network.peer_errors import PeerClosed, PeerError, RequestRejected
-from orchestrator.db import Database
-from orchestrator.engine import change_job_state
 from orchestrator.errors import NotFound
-from orchestrator.events import EventBus
-from orchestrator.graph import DATA_OUTPUT
-from orchestrator.models import JobExecution, JobExecutionInterface
+from orchestrator.execution_store import ExecutionStore
+from orchestrator.job_request import JobRequest
 from orchestrator.peer_policy import JobGate, PeerPolicy, Refused, Terms
 from orchestrator.registry import ServiceRegistry, ServiceView
 from orchestrator.states import RunState, ServiceStatus, ServiceType
+from orchestrator.wiring import DATA_OUTPUT
 
 log = logging.getLogger("remote_network.remote_jobs")
 
-JOB_UPDATED = "JOB_UPDATED"
 Fetch = Callable[[ArtifactRef], Awaitable[ArtifactRef]]
 
 
 @dataclass
 class _Job:
-    request: JobRequest  # with our own job id
-    row_id: int
+    served: ServedJob
     terms: Terms
     task: asyncio.Task[JobResult] | None = None
-    cancel_requested: bool = False
     # Set when the job waits in the gate's queue; done when it may run.
     admitted: asyncio.Future[None] | None = None
+
+    @property
+    def request(self) -> JobRequest:
+        return self.served.request
 
 
 class _Events:
@@ -74,16 +58,16 @@ class _Events:
     def __init__(self, incoming: Any, on_gone: Callable[[], None]) -> None:
         self._incoming = incoming
         self._on_gone = on_gone
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         self._pump = asyncio.ensure_future(self._run())
 
-    def put(self, data: dict[str, Any]) -> None:
-        self._queue.put_nowait(data)
+    def put(self, event: JobEvent) -> None:
+        self._queue.put_nowait(event)
 
     async def _run(self) -> None:
-        while (data := await self._queue.get()) is not None:
+        while (event := await self._queue.get()) is not None:
             try:
-                await self._incoming.emit(data)
+                await self._incoming.emit(event.to_wire())
             except PeerClosed:
                 self._on_gone()
                 return
@@ -98,17 +82,18 @@ class _Events:
 
 
 class RemoteJobs:
+    """Runs here the jobs other peers ask for (see ``flows.job_protocol``); their records go
+    through ``store``."""
+
     def __init__(self, transport: Any, *, registry: ServiceRegistry, local: LocalDispatcher,
-                 fetch: Fetch, db: Database, is_blacklisted: Callable[[str], bool],
-                 bus: EventBus | None = None, policy: PeerPolicy | None = None,
-                 gate: JobGate | None = None) -> None:
+                 fetch: Fetch, store: ExecutionStore, is_blacklisted: Callable[[str], bool],
+                 policy: PeerPolicy | None = None, gate: JobGate | None = None) -> None:
         self.transport = transport
         self.registry = registry
         self.local = local
         self.fetch = fetch
-        self.db = db
+        self.store = store
         self.is_blacklisted = is_blacklisted
-        self.bus = bus
         self.policy = policy or local.policy
         self.gate = gate or default_gate()
         self._running: dict[tuple[str, str], _Job] = {}
@@ -183,8 +168,8 @@ class RemoteJobs:
                    request: JobRequest, terms: Terms, ticket: object,
                    runs_now: bool) -> dict[str, Any]:
         key = (requester, request.job_id)
-        row_id = self._new_row(request.service_id, requester)
-        job = _Job(replace(request, job_id=f"rn-remote-{row_id}"), row_id, terms)
+        row_id = self.store.new_remote_job(request.service_id, requester)
+        job = _Job(ServedJob(request, row_id, holder=self.own_peer_id), terms)
         if not runs_now:
             job.admitted = asyncio.get_running_loop().create_future()
             self._admissions[ticket] = job.admitted
@@ -196,35 +181,34 @@ class RemoteJobs:
                 result = await job.task
             except asyncio.CancelledError:
                 current = asyncio.current_task()
-                if not job.cancel_requested or (current is not None and current.cancelling()):
-                    self._close(row_id, RunState.FAILED, "interrupted: this node is stopping")
+                stopped = job.served.task_cancelled(
+                    node_stopping=current is not None and current.cancelling() > 0)
+                if stopped is None:
+                    state, error = job.served.interrupted()
+                    self._close(row_id, state, error)
                     raise
-                result = _failed(job.request, utcnow(), "cancelled by the requester",
-                                 JobOutcome.CANCELLED)
-            if job.cancel_requested and result.outcome is JobOutcome.FAILED \
-                    and result.exit_code is None:
-                result = replace(result, outcome=JobOutcome.CANCELLED)
-            self._finish(job, result)
-            events.put({"event": "state", "status": _state(result.outcome),
-                        "job_execution_id": row_id})
+                result = stopped
+            ending = job.served.finish(result)
+            self._record_end(row_id, ending)
+            events.put(ending.event)
         finally:
             self._running.pop(key, None)
             await events.close()
-        # The requester knows the job by its own id.
-        return result_to_wire(replace(result, job_id=request.job_id), self.own_peer_id,
-                              job_execution_id=row_id)
+        return ending.answer
 
     async def _start(self, view: ServiceView, job: _Job, events: _Events) -> JobResult:
         """Wait for a place in the gate (when queued), then run the job."""
         if job.admitted is not None:
             await job.admitted
-        self._set(job.row_id, RunState.RUNNING, attempt=1)
-        events.put({"event": "state", "status": RunState.RUNNING,
-                    "job_execution_id": job.row_id})
+        event = job.served.start()
+        with contextlib.suppress(NotFound):
+            self.store.set_job(job.served.row_id, RunState.RUNNING, attempt=1)
+        events.put(event)
         return await self._work(view, job, events)
 
     async def _work(self, view: ServiceView, job: _Job, events: _Events) -> JobResult:
-        request, row_id = job.request, job.row_id
+        served = job.served
+        request = served.request
         started = utcnow()
         inputs = []
         for inp in request.inputs:
@@ -233,46 +217,47 @@ class RemoteJobs:
                 try:
                     inp = replace(inp, artifact=await self.fetch(ref))
                 except PeerError as exc:
-                    return _failed(request, started,
-                                   f"cannot fetch input {ref.sha256[:12]}: {exc}")
+                    return served.failed(f"cannot fetch input {ref.sha256[:12]}: {exc}",
+                                         started)
             elif ref is not None:
                 inp = replace(inp, artifact=replace(ref, peer_id=""))
             inputs.append(inp)
         request = replace(request, inputs=tuple(inputs))
-        self._record_inputs(row_id, request)
+        self.store.record_interfaces(served.row_id, input_records(request.inputs))
         if view.service.service_type == ServiceType.DATA:
-            return await self._data_job(view, request, started)
+            return await self._data_job(view, served, started)
 
-        def on_log(job_id: str, stream: str, line: str) -> None:
-            events.put({"event": "log", "stream": stream, "line": line})
+        def on_log(_job_id: str, stream: str, line: str) -> None:
+            events.put(LogEvent(stream, line))
 
         try:
             return await self.local.dispatch(request, on_log=on_log, terms=job.terms)
         except DispatchError as exc:
-            return _failed(request, started, str(exc))
+            return served.failed(str(exc), started)
 
-    async def _data_job(self, view: ServiceView, request: JobRequest,
+    async def _data_job(self, view: ServiceView, served: ServedJob,
                         started: dt.datetime) -> JobResult:
         service_id = int(view.service.id or 0)
         try:
             encrypted = await self.local.data_source(service_id)
             plain = await self.local.decrypt_data(service_id, encrypted)
         except DispatchError as exc:
-            return _failed(request, started, str(exc))
+            return served.failed(str(exc), started)
         outputs = {DATA_OUTPUT: plain, "STDOUT": plain}
         outputs.update({f"#{i.id}": plain for i in interface_info(view)})
-        return JobResult(request.job_id, JobOutcome.COMPLETED, 0, started, utcnow(), outputs)
+        return JobResult(served.request.job_id, JobOutcome.COMPLETED, 0, started, utcnow(),
+                         outputs)
 
     # -- job_cancel ----------------------------------------------------------------------------
     async def _on_cancel(self, incoming: Any) -> dict[str, Any]:
-        job = self._running.get((str(incoming.peer_id), str(incoming.data.get("job_id"))))
+        job = self._running.get((str(incoming.peer_id), cancel_from_wire(incoming.data)))
         if job is None:
-            return {"cancelled": False}
+            return cancelled_to_wire(False)
         await self._stop(job)
-        return {"cancelled": True}
+        return cancelled_to_wire(True)
 
     async def _stop(self, job: _Job) -> None:
-        job.cancel_requested = True
+        job.served.request_cancel()
         if not await self.local.cancel(job.request) and job.task is not None:
             job.task.cancel()  # not in the executor yet (fetching inputs): stop that instead
 
@@ -287,79 +272,22 @@ class RemoteJobs:
                 self._stop_soon(job, f"the connection to {peer_id} closed")
 
     # -- records -------------------------------------------------------------------------------
-    def _new_row(self, service_id: int, requester: str) -> int:
-        with self.db.session() as s:
-            row = JobExecution(service_id=service_id, peer_id=self.own_peer_id,
-                               requester_peer_id=requester, status=RunState.PENDING)
-            s.add(row)
-            s.commit()
-            s.refresh(row)
-        self._publish(row)
-        return int(row.id or 0)
-
-    def _set(self, row_id: int, state: RunState, **fields: Any) -> None:
-        try:
-            row = change_job_state(self.db, row_id, state, **fields)
-        except NotFound:
-            return
-        self._publish(row)
-
     def _close(self, row_id: int, state: RunState, error: str) -> None:
         with contextlib.suppress(Exception):
-            self._set(row_id, state, error=error)
+            self.store.set_job(row_id, state, error=error)
 
-    def _finish(self, job: _Job, result: JobResult) -> None:
-        with self.db.session() as s:
-            for key, ref in result.outputs.items():
-                if key.startswith("#"):
-                    continue
-                kind, _, path = key.partition(":")
-                s.add(JobExecutionInterface(job_execution_id=job.row_id, interface_type=kind,
-                                            direction="output", path=path,
-                                            artifact_hash=ref.sha256, size=ref.size))
-            s.commit()
-        state = _state(result.outcome)
-        error = None if state is RunState.COMPLETED else (
-            result.error or f"exit code {result.exit_code}")
-        with contextlib.suppress(Exception):
-            self._set(job.row_id, state, exit_code=result.exit_code, error=error)
-
-    def _record_inputs(self, row_id: int, request: JobRequest) -> None:
-        with self.db.session() as s:
-            for inp in request.inputs:
-                ref = inp.artifact
-                # The requester's DATA, in clear (transient): named by no record, the retention
-                # sweep removes it once no running job reads it.
-                named = ref is not None and not inp.transient
-                s.add(JobExecutionInterface(
-                    job_execution_id=row_id, interface_id=inp.interface_id,
-                    interface_type=inp.interface_type or "", direction="input", path=inp.path,
-                    value=inp.text, artifact_hash=ref.sha256 if ref and named else "",
-                    size=ref.size if ref else 0))
-            s.commit()
-
-    def _publish(self, j: JobExecution) -> None:
-        if self.bus is not None:
-            self.bus.publish(JOB_UPDATED, {
-                "job_id": j.id, "execution_id": None, "node_id": None, "workflow_id": None,
-                "status": j.status, "attempt": j.attempt, "exit_code": j.exit_code,
-                "error": j.error, "requester_peer_id": j.requester_peer_id})
+    def _record_end(self, row_id: int, ending: Ending) -> None:
+        """The outputs and the final state, in one change."""
+        try:
+            self.store.set_job(row_id, ending.state, records=ending.records,
+                               exit_code=ending.result.exit_code, error=ending.error)
+        except NotFound:
+            pass
+        except Exception:
+            log.warning("cannot record the end of remote job %s", row_id, exc_info=True)
 
 
 def default_gate() -> JobGate:
     """Two jobs of other peers per core, half of them for one peer, 32 waiting."""
     total = 2 * (os.cpu_count() or 1)
     return JobGate(total=total, per_peer=max(1, total // 2), queue=32)
-
-
-def _state(outcome: JobOutcome) -> RunState:
-    if outcome is JobOutcome.COMPLETED:
-        return RunState.COMPLETED
-    if outcome is JobOutcome.CANCELLED:
-        return RunState.CANCELLED
-    return RunState.FAILED
-
-
-def _failed(request: JobRequest, started: dt.datetime, error: str,
-            outcome: JobOutcome = JobOutcome.FAILED) -> JobResult:
-    return JobResult(request.job_id, outcome, None, started, utcnow(), {}, one_line(error))

@@ -1,11 +1,10 @@
 """A workflow execution as a Prefect flow run: the flow ``run_workflow`` and the per-node task.
 
 One flow run per execution (named "<workflow name> #<execution id>"); one task run per plan node
-(named "<service> @ <peer>"), started as soon as its upstream tasks have finished, so independent
-branches overlap. Retries and timeout come from the node's plan (``retry_count``, ``timeout``);
-tags carry the peer id and the service type. The task records its job in our tables (state,
-attempt, exit code, error, the Prefect task-run id, every input and output) and dispatches the job
-through ``flows.dispatch``; outputs travel between tasks as artifact references, never as bytes.
+(named "<service> @ <peer>"), with the node's retries, timeout and tags (the peer id and the
+service type). Both call back the execution owner they are served by (``bodies``); a job or an
+execution that ends cancelled ends Cancelled in Prefect too. Outputs travel between tasks as
+artifact references, never as bytes.
 
 Flows and tasks are async: a sync flow run costs over a second in Prefect 3.
 """
@@ -19,10 +18,12 @@ import prefect.flow_engine
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import get_current_settings
-from prefect.states import State
+from prefect.states import Cancelled, State
 
-from flows import tag_limits
-from flows.runner import NodeOutputs, current_runner
+from flows.on_prefect import tag_limits
+from flows.on_prefect.bodies import current
+from flows.scheduling import JobCancelled, NodeOutputs
+from orchestrator.states import RunState
 
 # The node owns SIGTERM (a graceful stop); Prefect would swap in its own handler for as long as a
 # flow runs in the main thread and turn the node's stop into a crash of that flow.
@@ -34,11 +35,17 @@ tag_limits.install()
 # server's default one, twice, with a blocking request on the event loop.
 RESULTS = get_current_settings().results.local_storage_path
 
-# -- the Prefect flow and task ------------------------------------------------------------------
+
 @task(name="job", cache_policy=NO_CACHE, persist_result=False)
 async def run_job(execution_id: int, node_id: int,
                   upstream: list[NodeOutputs]) -> NodeOutputs | State[Any]:
-    return await current_runner().run_node(execution_id, node_id, upstream)
+    engine, bodies = current()
+    try:
+        return await bodies.task_body(execution_id, node_id, upstream, engine.attempt())
+    except JobCancelled as exc:
+        # The task run ends Cancelled (not Failed); awaiting it raises CancelledRun, which the
+        # engine turns back into JobCancelled for the scheduler.
+        return Cancelled(message=str(exc))
 
 
 @flow(name="run_workflow", persist_result=False, validate_parameters=False,
@@ -46,7 +53,11 @@ async def run_job(execution_id: int, node_id: int,
 async def run_workflow(workflow_id: int,
                        execution_id: int | None = None) -> dict[str, Any] | State[Any]:
     """Run one execution of a workflow (a new one, trigger "schedule", when no id is given)."""
-    return await current_runner().flow_body(workflow_id, execution_id)
+    _, bodies = current()
+    end = await bodies.flow_body(workflow_id, execution_id)
+    if end.status == RunState.CANCELLED:
+        return Cancelled(message=f"execution {end.execution_id} cancelled")
+    return {"execution_id": end.execution_id, "status": end.status}
 
 
 @task(name="warm-up", cache_policy=NO_CACHE, persist_result=False)

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from typing import Any
 
 import httpx
 import psutil
+import yaml
 
 from orchestrator.background import cancel_and_wait
 from orchestrator.config import Settings
@@ -121,6 +123,32 @@ def _started_before(pid: int, when: float) -> bool:
         return False
 
 
+# Loggers Prefect's default logging configuration takes over that are the node's: its HTTP
+# server's and the root. Taken over, the node's own server lines would go out in Prefect's
+# format, cut to the console's width, or not at all, from the moment Prefect is imported.
+NODE_LOGGERS = ("uvicorn", "fastapi")
+
+
+def prefect_logging_config(home: Path) -> Path | None:
+    """Prefect's default logging configuration, less what configures the node's loggers,
+    written under ``home``; None when Prefect's default cannot be found (Prefect's own is used
+    then). Found without importing Prefect, which takes seconds."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    default = Path(next(iter(spec.submodule_search_locations))) / "logging" / "logging.yml"
+    try:
+        config = yaml.safe_load(default.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    for name in NODE_LOGGERS:
+        config.get("loggers", {}).pop(name, None)
+    config.pop("root", None)
+    target = home / "logging.yml"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    return target
+
+
 def configure_prefect(settings: Settings) -> str:
     """Write Prefect's settings into the environment; returns the API URL it will use."""
     home = settings.prefect_dir / "home"
@@ -140,6 +168,10 @@ def configure_prefect(settings: Settings) -> str:
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
         "PREFECT_TASKS_DEFAULT_PERSIST_RESULT": "false",
     })
+    if "PREFECT_LOGGING_SETTINGS_PATH" not in os.environ:
+        own = prefect_logging_config(home)
+        if own is not None:
+            os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(own)
     # Prefect's client logs every API request at INFO through httpx.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return api_url
@@ -373,7 +405,7 @@ class PrefectRuntime:
 
     async def _warm_up(self) -> None:
         # Importing Prefect takes seconds: not on the event loop.
-        module = await asyncio.to_thread(importlib.import_module, "flows.flow")
+        module = await asyncio.to_thread(importlib.import_module, "flows.on_prefect.flow")
         await module.warm_up()
 
     async def stop(self) -> None:

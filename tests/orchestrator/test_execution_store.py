@@ -1,4 +1,4 @@
-"""ExecutionEngine's state changes, as prepared statements, on SQLite (and on PostgreSQL from
+"""ExecutionStore's state changes, as prepared statements, on SQLite (and on PostgreSQL from
 ``test_postgres_database.py``, which calls ``exercise_state_changes`` with its database)."""
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ import pytest
 from sqlmodel import select
 
 from orchestrator.db import Database
-from orchestrator.engine import EXECUTION_UPDATED, JOB_UPDATED, ExecutionEngine, InterfaceRecord
 from orchestrator.errors import NotFound
-from orchestrator.events import EventBus
+from orchestrator.events import EXECUTION_UPDATED, JOB_UPDATED, EventBus
+from orchestrator.execution_store import ExecutionStore, InterfaceRecord
 from orchestrator.graph import Defaults
 from orchestrator.models import JobExecutionInterface, StandaloneDetails
-from orchestrator.registry import InterfaceSpec, ServiceRegistry
+from orchestrator.plan_compiler import PlanCompiler
+from orchestrator.registry import ServiceRegistry
 from orchestrator.states import IllegalTransition, InterfaceType, RunState, ServiceType
+from orchestrator.wiring import Interface
 from orchestrator.workflows import WorkflowStore
 
 PEER = "a" * 40
@@ -35,21 +37,23 @@ def exercise_state_changes(db: Database) -> None:
     bus = Recorder()
     registry = ServiceRegistry(db, bus)
     svc = registry.create(name="cat", service_type=ServiceType.STANDALONE,
-                          interfaces=[InterfaceSpec(InterfaceType.STDIN),
-                                      InterfaceSpec(InterfaceType.STDOUT)],
+                          interfaces=[Interface(InterfaceType.STDIN),
+                                      Interface(InterfaceType.STDOUT)],
                           details=StandaloneDetails(executable_path="/bin/cat"))
     sid = int(svc.service.id or 0)
     stdin, stdout = (int(i.id or 0) for i in svc.interfaces)
-    store = WorkflowStore(db, bus, own_peer_id=PEER)
+    store = WorkflowStore(db, bus, own_peer_id=PEER, service_exists=registry.exists)
     wf = int(store.create("two").id or 0)
     a = store.add_node(wf, service_id=sid)
     b = store.add_node(wf, service_id=sid)
     store.add_connection(wf, {"source_node_id": a.id, "source_interface_id": stdout,
                               "target_node_id": b.id, "target_interface_id": stdin})
-    engine = ExecutionEngine(db, bus, workflows=store, services=registry, own_peer_id=PEER,
-                             defaults=Defaults())
+    compiler = PlanCompiler(store, registry, own_peer_id=PEER, defaults=Defaults(),
+                            is_known_peer=lambda _peer: False)
+    engine = ExecutionStore(db, bus, own_peer_id=PEER)
 
-    execution, plan = engine.create_execution(wf)
+    plan = compiler.compile(wf)
+    execution = engine.create_execution(plan, trigger="api")
     eid = int(execution.id or 0)
     assert [n.node_id for n in plan.nodes] == [a.id, b.id]
     jobs = engine.jobs(eid)
@@ -86,7 +90,7 @@ def exercise_state_changes(db: Database) -> None:
     row = engine.execution(eid)
     assert (row.status, row.error, row.prefect_flow_run_id) == ("FAILED", "node b failed",
                                                                 "flow-run-1")
-    assert row.started_at and row.completed_at and eid in engine.terminal
+    assert row.started_at and row.completed_at and engine.ended_here(eid)
     with pytest.raises(IllegalTransition):
         engine.set_execution(eid, RunState.COMPLETED)
 
