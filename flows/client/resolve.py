@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flows.client.errors import DefinitionError
-from orchestrator.wiring import normalize_mount
+from orchestrator.wiring import can_input, can_output, normalize_mount
 
 if TYPE_CHECKING:
     from flows.client.define import Port, Step, Workflow
@@ -137,9 +137,10 @@ def find_interface(port: Port, label: str, interfaces: list[dict[str, Any]], *,
     if kind == "MOUNT":
         candidates = [i for i in candidates
                       if normalize_mount(str(i.get("path") or "")) == port.path]
-        wanted = {"OUTPUT", "BOTH", ""} if as_output else {"INPUT", "BOTH", ""}
+        # An unset function is not known here (a remote peer's listing): either role.
+        fits = can_output if as_output else can_input
         fitting = [i for i in candidates
-                   if str(i.get("mount_function") or "").upper() in wanted]
+                   if fits(kind, str(i.get("mount_function") or "").upper() or None)]
         if candidates and not fitting:
             function = str(candidates[0].get("mount_function")).upper()
             role = "an output" if as_output else "an input"
