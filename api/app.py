@@ -2,7 +2,8 @@
 
 Middlewares, outermost first: CORS (answers preflights), ``api.gate.Gate`` (rate limits of the
 login endpoints, the bearer token, before any body is read), ``api.body_limit.BodyLimit``
-(body size, read time, JSON numbers), then the routes.
+(body size, read time, JSON numbers), then the routes; with ``web_ui_dir`` set, what no route
+matched falls through to ``api.web_ui.WebUI``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from api.deps import NodeParts, describe_validation
 from api.errors import error_payload
 from api.gate import Gate
 from api.rate_limit import RateLimiter
+from api.web_ui import WebUI
 from orchestrator.auth import TokenClaims
 from orchestrator.config import Settings
 from orchestrator.errors import DomainError
@@ -89,6 +91,9 @@ def create_app(node: NodeParts) -> FastAPI:
 
     for router in route_modules():
         app.include_router(router)
+    if node.settings.web_ui_dir is not None:
+        # Only what no route matched reaches the UI; ``/api`` and non-reads keep the 404.
+        app.router.default = WebUI(node.settings.web_ui_dir, app.router.default)
     return app
 
 
@@ -126,6 +131,7 @@ def add_edge_middlewares(app: FastAPI, settings: Settings,
         check_token=check_token,
         public_paths=public,
         rate_limits={("GET", CHALLENGE_PATH): limiter(), ("POST", LOGIN_PATH): limiter()},
+        open_reads=settings.web_ui_dir is not None,
     )
 
 

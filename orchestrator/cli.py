@@ -84,7 +84,10 @@ SETTING_HELP = {
                       "held; 0 keeps them (default 30)",
     "retention_sweep_seconds": "how often old executions and unused outputs are swept, s "
                                "(default 3600)",
+    "web_ui_dir": "serve the built web UI in this folder (with an index.html) at /",
 }
+# More names for a generated flag (argparse keeps the value under the first one).
+FLAG_ALIASES = {"web_ui_dir": ["--web-ui"]}
 
 
 def generated_flags() -> list[tuple[str, str, dict[str, Any]]]:
@@ -122,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = sub.add_parser("start", help="start the node")
     _add_data_dir(start)
-    for flag, _field, options in START_FLAGS + generated_flags():
-        start.add_argument(flag, default=None, **options)
+    for flag, field, options in START_FLAGS + generated_flags():
+        start.add_argument(flag, *FLAG_ALIASES.get(field, []), default=None, **options)
     for flag, _field, text in START_SWITCHES:
         start.add_argument(flag, action="store_true", default=None, help=text)
     start.set_defaults(func=cmd_start)

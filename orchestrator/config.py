@@ -136,11 +136,26 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     auth_rate_burst: int = Field(default=30, ge=1)
     auth_rate_per_second: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    # A built single-page web UI (a folder with an index.html) served at / beside the API.
+    web_ui_dir: Path | None = None
 
     @field_validator("data_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("web_ui_dir", mode="after")
+    @classmethod
+    def _web_ui(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser().resolve()
+        if not value.is_dir():
+            raise ValueError(f"web UI folder {value} does not exist or is not a folder")
+        if not (value / "index.html").is_file():
+            raise ValueError(f"web UI folder {value} has no index.html (build the UI into it "
+                             "first)")
+        return value
 
     @property
     def effective_remote_jobs_max(self) -> int:
