@@ -31,6 +31,9 @@ ISSUER = "remote-network-node"
 # Tokens whose signature has been checked, kept so a client's repeated requests skip the HMAC
 # and JSON work; the expiry is still checked on every request.
 VERIFIED_CACHE_SIZE = 1024
+# A login without a public key tries the node's key and then the authorized ones, at most this
+# many keys in all, so one request costs a bounded number of signature checks.
+MAX_KEYS_TRIED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,24 +138,43 @@ class Authenticator:
             keys |= load_authorized_keys(self._authorized_keys_path)
         return keys
 
-    def login(self, challenge: str, signature_hex: str, public_key_hex: str) -> tuple[str, str]:
-        """Check a signed challenge; return (token, peer_id of the key that signed)."""
+    def login(self, challenge: str, signature_hex: str,
+              public_key_hex: str | None = None) -> tuple[str, str]:
+        """Check a signed challenge; return (token, peer_id of the key that signed).
+
+        Without ``public_key_hex`` the signature is tried against the node's key, then each
+        authorized key (at most ``MAX_KEYS_TRIED`` in all); the first that verifies signed it.
+        """
         try:
             challenge_bytes = bytes.fromhex(challenge)
             signature = bytes.fromhex(signature_hex)
-            public_key = bytes.fromhex(public_key_hex)
+            public_key = None if public_key_hex is None else bytes.fromhex(public_key_hex)
         except ValueError as exc:
             raise InvalidInput("challenge, signature and public_key must be hex") from exc
-        if len(public_key) != 32 or len(signature) != 64:
+        if (public_key is not None and len(public_key) != 32) or len(signature) != 64:
             raise InvalidInput("public_key must be 32 bytes and signature 64 bytes, hex-encoded")
         if not self.challenges.consume(challenge, self.clock()):
             raise AuthFailed("Invalid or expired challenge")
-        if public_key not in self.allowed_keys():
-            raise AuthFailed("Authentication failed: key not authorized")
-        if not verify(public_key, challenge_bytes, signature):
-            raise AuthFailed("Authentication failed: bad signature")
+        if public_key is None:
+            public_key = self._signer(challenge_bytes, signature)
+            if public_key is None:
+                raise AuthFailed("Authentication failed: bad signature")
+        else:
+            if public_key not in self.allowed_keys():
+                raise AuthFailed("Authentication failed: key not authorized")
+            if not verify(public_key, challenge_bytes, signature):
+                raise AuthFailed("Authentication failed: bad signature")
         peer_id = peer_id_for(public_key)
         return self.issue_token(peer_id), peer_id
+
+    def _signer(self, message: bytes, signature: bytes) -> bytes | None:
+        """The allowed key (node's first, then authorized ones) whose signature this is."""
+        own = self.identity.public_key
+        others = sorted(self.allowed_keys() - {own})
+        for key in [own, *others][:MAX_KEYS_TRIED]:
+            if verify(key, message, signature):
+                return key
+        return None
 
     def issue_token(self, peer_id: str | None = None) -> str:
         now = int(self.clock())

@@ -17,7 +17,11 @@ def challenge(auth: Auth) -> Challenge:
 
 @router.post("/auth/ed25519")
 def login(body: LoginRequest, auth: Auth) -> LoginAnswer:
+    """Without ``public_key`` (the original UI) the answer's ``peer_id`` is this node's, which
+    that UI takes as the node it talks to; the token still names the key that signed."""
     token, peer_id = auth.login(body.challenge, body.signature, body.public_key)
+    if body.public_key is None:
+        peer_id = auth.identity.peer_id
     return LoginAnswer(token=token, peer_id=peer_id)
 
 

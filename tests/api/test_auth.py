@@ -142,7 +142,7 @@ def test_unlisted_key_is_refused(node_proc: NodeProcess) -> None:
     {"challenge": "zz" * 32, "signature": "00" * 64, "public_key": "00" * 32},
     {"challenge": "00" * 32, "signature": "not hex", "public_key": "00" * 32},
     {"challenge": "00" * 32, "signature": "00" * 64, "public_key": "00" * 3},
-    {"challenge": "00" * 32, "signature": "00" * 64},
+    {"challenge": "00" * 32, "public_key": "00" * 32},
     {"signature": "00" * 64, "public_key": "00" * 32},
     [],
 ])

@@ -210,3 +210,47 @@ def test_a_damaged_tls_file_is_an_error_and_is_kept(tmp_path, damaged: str) -> N
     with pytest.raises(CertificateError, match="empty"):
         ensure_self_signed(tmp_path, common_name="rn-test")
     assert (tmp_path / damaged).read_bytes() == b""
+
+
+def _login_keyless(auth: Authenticator, key: nacl.signing.SigningKey) -> tuple[str, str]:
+    challenge = auth.issue_challenge()
+    return auth.login(challenge, key.sign(bytes.fromhex(challenge)).signature.hex())
+
+
+def test_login_without_public_key_finds_the_signer(setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    auth, identity, clock = setup
+    friend, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    assert _login_keyless(auth, identity.signing_key)[1] == identity.peer_id
+    with pytest.raises(AuthFailed, match="bad signature"):
+        _login_keyless(auth, friend)
+    (tmp_path / "authorized_keys").write_text(f"{bytes(friend.verify_key).hex()} laptop\n")
+    token, peer_id = _login_keyless(auth, friend)
+    assert peer_id != identity.peer_id and auth.check_token(token).peer_id == peer_id
+    with pytest.raises(AuthFailed, match="bad signature"):
+        _login_keyless(auth, stranger)
+    challenge = auth.issue_challenge()
+    clock.now += 11
+    with pytest.raises(AuthFailed, match="expired"):
+        auth.login(challenge, identity.signing_key.sign(bytes.fromhex(challenge)).signature.hex())
+
+
+def test_login_without_public_key_tries_a_bounded_number_of_keys(  # type: ignore[no-untyped-def]
+        setup, tmp_path, monkeypatch) -> None:
+    import orchestrator.auth as auth_module
+
+    auth, _identity, _clock = setup
+    keys = [nacl.signing.SigningKey.generate() for _ in range(5)]
+    (tmp_path / "authorized_keys").write_text(
+        "".join(f"{bytes(k.verify_key).hex()}\n" for k in keys))
+    calls = []
+    real = auth_module.verify
+
+    def counting(*args: bytes) -> bool:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(auth_module, "verify", counting)
+    monkeypatch.setattr(auth_module, "MAX_KEYS_TRIED", 3)
+    with pytest.raises(AuthFailed):
+        _login_keyless(auth, nacl.signing.SigningKey.generate())
+    assert len(calls) == 3
