@@ -373,6 +373,9 @@ class WorkflowPublic(Public):
 
 
 class WorkflowNodePublic(Public):
+    """A workflow node: the reference's fields, and (where known) the original web UI's flat
+    card fields, derived from them and from the card it saved."""
+
     id: int
     workflow_id: int
     node_type: str
@@ -381,6 +384,38 @@ class WorkflowNodePublic(Public):
     service_name: str
     config: dict[str, Any]
     gui_props: dict[str, Any]
+    gui_x: Number | None = _omitted()
+    gui_y: Number | None = _omitted()
+    service_type: str | None = _omitted()
+    order: int | None = _omitted()
+    interfaces: list[dict[str, Any]] | None = _omitted()
+    entrypoint: list[str] | None = _omitted()
+    cmd: list[str] | None = _omitted()
+    pricing_amount: Number | None = _omitted()
+    pricing_type: str | None = _omitted()
+    pricing_interval: str | None = _omitted()
+    pricing_unit: str | None = _omitted()
+
+    @classmethod
+    def of(cls, row: Any) -> WorkflowNodePublic:
+        gui, config, card = row.gui_props or {}, row.config or {}, row.card or {}
+
+        def position(axis: str) -> Number | None:
+            value = gui.get(axis, (gui.get("position") or {}).get(axis)
+                            if isinstance(gui.get("position"), dict) else None)
+            return value if isinstance(value, int | float) and not isinstance(value, bool) \
+                else None
+
+        def words(key: str) -> list[str] | None:
+            value = config.get(key)
+            return value if isinstance(value, list) else None
+
+        return cls.model_validate(row).model_copy(update={
+            "gui_x": position("x"), "gui_y": position("y"),
+            "entrypoint": words("entrypoint"), "cmd": words("cmd"),
+            **{k: card.get(k) for k in ("service_type", "order", "interfaces",
+                                        "pricing_amount", "pricing_type",
+                                        "pricing_interval", "pricing_unit")}})
 
 
 class ConnectionPublic(Public):
@@ -441,6 +476,34 @@ class JobPublic(Public):
     created_at: OptionalTimestamp
     started_at: OptionalTimestamp
     completed_at: OptionalTimestamp
+
+
+class ExecutionJob(JobPublic):
+    """A job as the original web UI's execution page reads it: the reference's fields, and
+    the names that page uses."""
+
+    job_name: str = Field(description="The name of the service the job runs")
+    executor_peer_id: str = Field(description="The peer that runs the job (its peer_id)")
+
+
+class ExecutionStatus(ExecutionPublic):
+    """``GET /api/workflow-executions/{id}/status``: the reference's execution, and beside it
+    the same execution and its jobs in the shape the original web UI reads
+    (``{execution, jobs, total}``)."""
+
+    execution: ExecutionPublic
+    jobs: list[ExecutionJob]
+    total: int
+
+    @classmethod
+    def of(cls, row: Any, jobs: list[Any]) -> ExecutionStatus:
+        execution = ExecutionPublic.model_validate(row)
+        names = {n.get("node_id"): n.get("service_name") or ""
+                 for n in (row.plan or {}).get("nodes", []) if isinstance(n, dict)}
+        rows = [ExecutionJob(**JobPublic.model_validate(j).model_dump(),
+                             job_name=names.get(j.node_id) or f"service-{j.service_id}",
+                             executor_peer_id=j.peer_id) for j in jobs]
+        return cls(**execution.model_dump(), execution=execution, jobs=rows, total=len(rows))
 
 
 class JobSummary(Public):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+)
 
+from orchestrator.errors import InvalidInput
 from orchestrator.services.standalone_services import GitSource, RunConfig
 
 
@@ -61,11 +70,28 @@ POLICY_FIELDS = ("access", "allowed_peers", "allow_command", "allow_args", "allo
                  "limits")
 
 
+def _interval_text(value: Any) -> Any:
+    """A pricing interval as stored (text): the original web UI sends a whole number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+# The reference's pricing interval is text; the original web UI's is a whole number.
+PricingInterval = Annotated[str, BeforeValidator(_interval_text), Field(max_length=32)]
+
+
+# A coordinate, zoom or pan value of the workflow editor: a finite number of a sane size.
+StrictNumber = Annotated[StrictInt | StrictFloat, Field(ge=-1e9, le=1e9, allow_inf_nan=False)]
+
+
 # -- requests ----------------------------------------------------------------------------------
 class LoginRequest(Body):
+    """``public_key`` may be left out: the node then finds which allowed key signed."""
+
     challenge: str
     signature: str
-    public_key: str
+    public_key: str | None = None
 
 
 class ServiceCreate(PolicyIn):
@@ -77,7 +103,7 @@ class ServiceCreate(PolicyIn):
     capabilities: dict[str, Any] = Field(default_factory=dict)
     pricing_amount: float = 0.0
     pricing_type: str = "FREE"
-    pricing_interval: str = ""
+    pricing_interval: PricingInterval = ""
     pricing_unit: str = ""
 
 
@@ -89,8 +115,17 @@ class ServiceUpdate(PolicyIn):
     capabilities: dict[str, Any] | None = None
     pricing_amount: float | None = None
     pricing_type: str | None = None
-    pricing_interval: str | None = None
+    pricing_interval: PricingInterval | None = None
     pricing_unit: str | None = None
+
+
+class ServicePricing(Body):
+    """``PUT /api/services/{id}/pricing``, as the original web UI sets a service's price."""
+
+    pricing_amount: float
+    pricing_type: str = Field(max_length=32)
+    pricing_interval: PricingInterval = ""
+    pricing_unit: str = Field(default="", max_length=32)
 
 
 class StatusUpdate(Body):
@@ -114,21 +149,101 @@ class WorkflowUpdate(Body):
     definition: dict[str, Any] | None = None
 
 
+def _card_interface(value: Any) -> Any:
+    """An interface of a card as the UI sends it (kept as sent): a small object of scalars."""
+    if not isinstance(value, dict):
+        raise ValueError("each interface must be an object")
+    if len(value) > 16:
+        raise ValueError("an interface has at most 16 fields")
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool | type(None)):
+            raise ValueError(f"interface field '{str(key)[:64]}' must be a plain value")
+        if isinstance(item, str) and len(item) > 1024:
+            raise ValueError(f"interface field '{str(key)[:64]}' is too long")
+    return value
+
+
+CardInterface = Annotated[dict[str, Any], BeforeValidator(_card_interface)]
+Words = list[Annotated[str, Field(max_length=4096)]]
+
+
 class NodeCreate(Body):
+    """A workflow node: the reference's fields, or the original web UI's flat card (its
+    ``gui_x``/``gui_y`` go into ``gui_props``, ``entrypoint``/``cmd`` into ``config``, the rest
+    is kept as the card)."""
+
     node_type: str = "SERVICE"
     peer_id: str = ""
     service_id: StrictInt | None = None
     service_name: str = ""
     config: dict[str, Any] = Field(default_factory=dict)
     gui_props: dict[str, Any] = Field(default_factory=dict)
+    service_type: str | None = Field(default=None, max_length=16)
+    order: StrictInt | None = Field(default=None, ge=0, le=100_000)
+    gui_x: StrictNumber | None = None
+    gui_y: StrictNumber | None = None
+    interfaces: list[CardInterface] | None = Field(default=None, max_length=64)
+    entrypoint: Words | None = Field(default=None, max_length=256)
+    cmd: Words | None = Field(default=None, max_length=256)
+    pricing_amount: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    pricing_type: str | None = Field(default=None, max_length=32)
+    pricing_interval: PricingInterval | None = None
+    pricing_unit: str | None = Field(default=None, max_length=32)
+
+    CARD_FIELDS: ClassVar[tuple[str, ...]] = (
+        "service_type", "order", "interfaces", "pricing_amount", "pricing_type",
+        "pricing_interval", "pricing_unit")
+
+    def node_fields(self) -> dict[str, Any]:
+        """What the workflow store takes: the reference's fields with the card's folded in."""
+        gui_props = dict(self.gui_props)
+        gui_props.update({k: round(v) for k, v in (("x", self.gui_x), ("y", self.gui_y))
+                          if v is not None})
+        config = dict(self.config)
+        config.update({k: v for k, v in (("entrypoint", self.entrypoint), ("cmd", self.cmd))
+                       if v})
+        card = {k: getattr(self, k) for k in self.CARD_FIELDS if getattr(self, k) is not None}
+        return {"node_type": self.node_type, "peer_id": self.peer_id,
+                "service_id": self.service_id, "service_name": self.service_name,
+                "config": config, "gui_props": gui_props, "card": card}
 
 
 class GuiPropsUpdate(Body):
-    gui_props: dict[str, Any]
+    """The reference's ``{"gui_props": {...}}`` (replaces them), or the original web UI's
+    ``{"x", "y"}`` (merged into them, rounded)."""
+
+    gui_props: dict[str, Any] | None = None
+    x: StrictNumber | None = None
+    y: StrictNumber | None = None
+
+    def merged_into(self, current: dict[str, Any]) -> dict[str, Any]:
+        if self.gui_props is not None:
+            return self.gui_props
+        if self.x is None and self.y is None:
+            raise InvalidInput("gui_props is required (or x and y)")
+        position = {k: round(v) for k, v in (("x", self.x), ("y", self.y)) if v is not None}
+        return {**current, **position}
 
 
 class NodeConfigUpdate(Body):
-    config: dict[str, Any]
+    """The reference's ``{"config": {...}}`` (replaces it), or the original web UI's
+    ``{"entrypoint": [...], "cmd": [...]}`` (merged into it; an empty list drops the key)."""
+
+    config: dict[str, Any] | None = None
+    entrypoint: list[str] | None = Field(default=None, max_length=256)
+    cmd: list[str] | None = Field(default=None, max_length=256)
+
+    def merged_into(self, current: dict[str, Any]) -> dict[str, Any]:
+        if self.config is not None:
+            return self.config
+        given = {k: v for k, v in (("entrypoint", self.entrypoint), ("cmd", self.cmd))
+                 if v is not None}
+        if not given:
+            raise InvalidInput("config is required (or entrypoint and cmd)")
+        merged = {**current, **{k: v for k, v in given.items() if v}}
+        for key in (k for k, v in given.items() if not v):
+            merged.pop(key, None)
+        return merged
 
 
 class ConnectionCreate(Body):
@@ -145,8 +260,30 @@ class ConnectionUpdate(Body):
     target_interface_id: StrictInt | None = None
 
 
+# The editor state keys the original web UI sends at the top level of its body.
+UI_STATE_KEYS = ("snap_to_grid", "zoom_level", "pan_x", "pan_y", "self_peer_x", "self_peer_y")
+
+
 class UIStateUpdate(Body):
-    ui_state: dict[str, Any]
+    """The reference's ``{"ui_state": {...}}`` (replaces it), or the original web UI's bare
+    state (its known keys merged into the stored state; ``id``, ``workflow_id`` and the times
+    it echoes are ignored)."""
+
+    ui_state: dict[str, Any] | None = None
+    snap_to_grid: StrictBool | None = None
+    zoom_level: StrictNumber | None = None
+    pan_x: StrictNumber | None = None
+    pan_y: StrictNumber | None = None
+    self_peer_x: StrictNumber | None = None
+    self_peer_y: StrictNumber | None = None
+
+    def merged_into(self, current: dict[str, Any]) -> dict[str, Any]:
+        if self.ui_state is not None:
+            return self.ui_state
+        given = {k: getattr(self, k) for k in UI_STATE_KEYS if getattr(self, k) is not None}
+        if not given:
+            raise InvalidInput("ui_state is required")
+        return {**current, **given}
 
 
 class ScheduleCreate(Body):

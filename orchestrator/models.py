@@ -125,6 +125,9 @@ class WorkflowNode(SQLModel, table=True):
     service_name: str = ""
     config: dict[str, Any] = _json()
     gui_props: dict[str, Any] = _json()
+    # How the original web UI's editor draws the node, kept as it sent them: service_type,
+    # order, interfaces, pricing_* (the engine reads none of it).
+    card: dict[str, Any] = _json()
 
 
 class WorkflowConnection(SQLModel, table=True):

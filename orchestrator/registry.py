@@ -6,6 +6,7 @@ this module only stores and reads, and announces every change on the event bus.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,23 @@ def parse_status(value: str, *, aliases: bool = True) -> ServiceStatus:
     if key not in allowed:
         raise InvalidInput(f"Invalid status value '{value}': use ACTIVE or INACTIVE")
     return allowed[key]
+
+
+PRICING_TYPES = ("FREE", "ONE_TIME", "RECURRING")
+
+
+def parse_pricing(amount: float, pricing_type: str, interval: str,
+                  unit: str) -> dict[str, Any]:
+    """A service's pricing columns as a client sets them (``PUT /api/services/{id}/pricing``);
+    InvalidInput naming the field."""
+    if not math.isfinite(amount) or amount < 0:
+        raise InvalidInput("pricing_amount must be a non-negative number")
+    kind = (pricing_type or "").strip().upper()
+    if kind not in PRICING_TYPES:
+        raise InvalidInput(f"Invalid pricing_type '{pricing_type}': use ONE_TIME, RECURRING or "
+                           "FREE")
+    return {"pricing_amount": float(amount), "pricing_type": kind,
+            "pricing_interval": interval.strip(), "pricing_unit": unit.strip().upper()}
 
 
 def parse_interfaces(raw: Iterable[dict[str, Any]] | None) -> list[Interface]:

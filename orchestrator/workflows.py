@@ -28,6 +28,8 @@ log = logging.getLogger("remote_network.workflows")
 
 NODE_TYPES = {"SERVICE"}
 DEFAULT_UI_STATE: dict[str, Any] = {"zoom": 1.0, "pan_x": 0, "pan_y": 0}
+# A change of a JSON column: the current value in, the new value out.
+Edit = Callable[[dict[str, Any]], dict[str, Any]]
 # Node config keys the engine understands, with their types.
 NODE_CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
@@ -140,7 +142,8 @@ class WorkflowStore:
     def add_node(self, workflow_id: int, *, node_type: str = "SERVICE", peer_id: str = "",
                  service_id: int | None = None, service_name: str = "",
                  config: dict[str, Any] | None = None,
-                 gui_props: dict[str, Any] | None = None) -> WorkflowNode:
+                 gui_props: dict[str, Any] | None = None,
+                 card: dict[str, Any] | None = None) -> WorkflowNode:
         node_type = (node_type or "SERVICE").upper()
         if node_type not in NODE_TYPES:
             raise InvalidInput(f"Invalid node_type '{node_type}': use SERVICE")
@@ -151,7 +154,8 @@ class WorkflowStore:
             raise InvalidInput(f"Service {service_id} does not exist on this node")
         node = WorkflowNode(workflow_id=workflow_id, node_type=node_type, peer_id=peer_id,
                             service_id=service_id, service_name=service_name or "",
-                            config=validate_node_config(config or {}), gui_props=gui_props or {})
+                            config=validate_node_config(config or {}), gui_props=gui_props or {},
+                            card=card or {})
         with self.db.session() as s:
             self._require(s, workflow_id)
             s.add(node)
@@ -169,14 +173,18 @@ class WorkflowStore:
         self._changed("node_deleted", workflow_id)
 
     def update_node(self, workflow_id: int, node_id: int, *,
-                    gui_props: dict[str, Any] | None = None,
-                    config: dict[str, Any] | None = None) -> WorkflowNode:
+                    gui_props: Edit | None = None, config: Edit | None = None) -> WorkflowNode:
+        """Change a node's GUI properties and config; each edit is given the current value and
+        answers the new one, in the same transaction."""
         with self.db.session() as s:
             node = self._require_node(s, workflow_id, node_id)
             if gui_props is not None:
-                node.gui_props = gui_props
+                props = gui_props(dict(node.gui_props or {}))
+                if not isinstance(props, dict):
+                    raise InvalidInput("gui_props must be an object")
+                node.gui_props = props
             if config is not None:
-                node.config = validate_node_config(config)
+                node.config = validate_node_config(config(dict(node.config or {})))
             s.add(node)
             self._touch(s, workflow_id)
             s.commit()
@@ -237,12 +245,14 @@ class WorkflowStore:
             row = s.get(WorkflowUIState, workflow_id)
             return dict(row.ui_state) if row else dict(DEFAULT_UI_STATE)
 
-    def set_ui_state(self, workflow_id: int, ui_state: dict[str, Any]) -> None:
-        if not isinstance(ui_state, dict):
-            raise InvalidInput("ui_state must be an object")
+    def set_ui_state(self, workflow_id: int, edit: Edit) -> None:
+        """Change the editor state: ``edit`` is given the current one and answers the new."""
         with self.db.session() as s:
             self._require(s, workflow_id)
             row = s.get(WorkflowUIState, workflow_id) or WorkflowUIState(workflow_id=workflow_id)
+            ui_state = edit(dict(row.ui_state) if row.ui_state else dict(DEFAULT_UI_STATE))
+            if not isinstance(ui_state, dict):
+                raise InvalidInput("ui_state must be an object")
             row.ui_state = ui_state
             row.updated_at = utcnow()
             s.add(row)

@@ -6,7 +6,7 @@ from fastapi import Depends
 
 from api.deps import ExecutionId, ExecutionRecords, JobId, require_token
 from api.responses import (
-    ExecutionPublic,
+    ExecutionStatus,
     JobInterfaceList,
     JobInterfacePublic,
     JobList,
@@ -18,8 +18,8 @@ router = Router(prefix="/api", tags=["executions"], dependencies=[Depends(requir
 
 
 @router.get("/workflow-executions/{id}/status")
-def execution_status(execution_id: ExecutionId, records: ExecutionRecords) -> ExecutionPublic:
-    return ExecutionPublic.model_validate(records.execution(execution_id))
+def execution_status(execution_id: ExecutionId, records: ExecutionRecords) -> ExecutionStatus:
+    return ExecutionStatus.of(records.execution(execution_id), records.job_list(execution_id))
 
 
 @router.get("/workflow-executions/{id}/jobs")

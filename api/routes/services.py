@@ -18,9 +18,9 @@ from api.responses import (
     StatusChanged,
 )
 from api.routing import Router
-from api.schemas import POLICY_FIELDS, ServiceCreate, ServiceUpdate, StatusUpdate
+from api.schemas import POLICY_FIELDS, ServiceCreate, ServicePricing, ServiceUpdate, StatusUpdate
 from orchestrator.errors import InvalidInput
-from orchestrator.registry import generic_type, parse_status
+from orchestrator.registry import generic_type, parse_pricing, parse_status
 from orchestrator.states import ServiceType
 
 router = Router(prefix="/api/services", tags=["services"],
@@ -71,6 +71,13 @@ def update_service(service_id: ServiceId, body: ServiceUpdate, registry: Service
 def delete_service(service_id: ServiceId, registry: Services) -> Message:
     registry.delete(service_id)
     return Message(message="Service deleted successfully")
+
+
+@router.put("/{id}/pricing")
+def update_pricing(service_id: ServiceId, body: ServicePricing, registry: Services) -> Message:
+    registry.update(service_id, parse_pricing(body.pricing_amount, body.pricing_type,
+                                              body.pricing_interval, body.pricing_unit))
+    return Message(message="Service pricing updated successfully")
 
 
 @router.put("/{id}/status")

@@ -71,14 +71,13 @@ def delete_workflow(workflow_id: WorkflowId, workflows: Workflows) -> Message:
 # -- nodes -------------------------------------------------------------------------------------
 @router.get("/{id}/nodes")
 def list_nodes(workflow_id: WorkflowId, workflows: Workflows) -> NodeList:
-    items = [WorkflowNodePublic.model_validate(n) for n in workflows.nodes(workflow_id)]
+    items = [WorkflowNodePublic.of(n) for n in workflows.nodes(workflow_id)]
     return NodeList(nodes=items, total=len(items))
 
 
 @router.post("/{id}/nodes", status_code=status.HTTP_201_CREATED)
 def add_node(workflow_id: WorkflowId, body: NodeCreate, workflows: Workflows) -> WorkflowNodePublic:
-    return WorkflowNodePublic.model_validate(
-        workflows.add_node(workflow_id, **body.model_dump()))
+    return WorkflowNodePublic.of(workflows.add_node(workflow_id, **body.node_fields()))
 
 
 @router.delete("/{id}/nodes/{node_id}")
@@ -90,14 +89,14 @@ def delete_node(workflow_id: WorkflowId, node_id: NodeId, workflows: Workflows) 
 @router.put("/{id}/nodes/{node_id}/gui-props")
 def update_gui_props(workflow_id: WorkflowId, node_id: NodeId, body: GuiPropsUpdate,
                      workflows: Workflows) -> Success:
-    workflows.update_node(workflow_id, node_id, gui_props=body.gui_props)
+    workflows.update_node(workflow_id, node_id, gui_props=body.merged_into)
     return Success(message="GUI properties updated")
 
 
 @router.put("/{id}/nodes/{node_id}/config")
 def update_node_config(workflow_id: WorkflowId, node_id: NodeId, body: NodeConfigUpdate,
                        workflows: Workflows) -> Success:
-    workflows.update_node(workflow_id, node_id, config=body.config)
+    workflows.update_node(workflow_id, node_id, config=body.merged_into)
     return Success(message="Node configuration updated")
 
 
@@ -138,7 +137,7 @@ def get_ui_state(workflow_id: WorkflowId, workflows: Workflows) -> UIState:
 
 @router.put("/{id}/ui-state")
 def set_ui_state(workflow_id: WorkflowId, body: UIStateUpdate, workflows: Workflows) -> Success:
-    workflows.set_ui_state(workflow_id, body.ui_state)
+    workflows.set_ui_state(workflow_id, body.merged_into)
     return Success(message="UI state updated")
 
 

@@ -50,6 +50,22 @@ def test_execution_status(client: ApiClient, records: dict[str, int]) -> None:
     assert running["completed_at"] is None
 
 
+def test_execution_status_also_in_the_original_uis_shape(client: ApiClient,
+                                                         records: dict[str, int]) -> None:
+    """Beside the reference's fields: ``execution`` (the same object), ``jobs`` with the names
+    the original web UI reads, and ``total``."""
+    body = client.get(f"/api/workflow-executions/{records['done']}/status").json()
+    bare = {k: v for k, v in body.items() if k not in ("execution", "jobs", "total")}
+    assert body["execution"] == bare and bare["id"] == records["done"]
+    assert body["total"] == 2 and [j["id"] for j in body["jobs"]] == [records["job"],
+                                                                       records["failed"]]
+    first, second = body["jobs"]
+    assert (first["status"], first["node_id"], first["executor_peer_id"]) == (
+        "COMPLETED", 7, "p" * 40)
+    assert first["job_name"] == "service-3"  # the plan of this row names no service
+    assert (second["status"], second["error"]) == ("FAILED", "exit 2")
+
+
 def test_execution_jobs(client: ApiClient, records: dict[str, int]) -> None:
     body = client.get(f"/api/workflow-executions/{records['done']}/jobs").json()
     assert [j["id"] for j in body["jobs"]] == [records["job"], records["failed"]]

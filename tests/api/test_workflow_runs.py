@@ -140,6 +140,10 @@ def test_failing_middle_node(api: ApiClient, wf_node: NodeProcess) -> None:
     assert jobs[ids[1]]["status"] == "FAILED" and jobs[ids[1]]["exit_code"] == 7
     assert outputs(api, jobs[ids[1]]["id"])["STDERR"]["value"] == "broken\n"
     assert jobs[ids[2]]["status"] == "CANCELLED" and jobs[ids[2]]["started_at"] is None
+    # The original web UI's execution page reads the jobs from the status, by these names.
+    ui_jobs = {j["node_id"]: j for j in status["jobs"]}
+    assert [ui_jobs[i]["job_name"] for i in ids] == ["gen-f", "boom", "after"]
+    assert [ui_jobs[i]["status"] for i in ids] == ["COMPLETED", "FAILED", "CANCELLED"]
     logged(wf_node, f"execution {eid} of 'fails' (api) FAILED in ")
     assert f"{status['error']}" in wf_node.log()
 

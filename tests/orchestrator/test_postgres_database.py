@@ -72,7 +72,7 @@ def test_resources_and_cascades_work_on_postgres(db: Database) -> None:
     second = store.add_node(workflow.id, service_id=view.service.id)
     store.add_connection(workflow.id, {"source_node_id": first.id,
                                        "target_node_id": second.id})
-    store.set_ui_state(workflow.id, {"zoom": 2})
+    store.set_ui_state(workflow.id, lambda _current: {"zoom": 2})
     store.delete(workflow.id)
     assert _count(db, "workflow_nodes") == 0
     assert _count(db, "workflow_connections") == 0
