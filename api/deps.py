@@ -266,6 +266,10 @@ def describe_validation(errors: Any) -> str:
     for err in errors:
         if tuple(err.get("loc", ()))[:1] == ("path",):
             return str(err.get("msg"))
+    for err in errors:
+        # A rule of the whole body (a model validator) says what is wrong in its own words.
+        if tuple(err.get("loc", ())) == ("body",) and err.get("type") == "value_error":
+            return str(err.get("ctx", {}).get("error") or err.get("msg"))
     if any(tuple(e.get("loc", ())) == ("body",) for e in errors):
         return "Invalid request body: expected a JSON object"
     for err in errors[:3]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import os
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
 
 from orchestrator.peer_policy import PeerPolicy
 from orchestrator.registry import ServiceView
@@ -210,12 +211,41 @@ class StandaloneDetailsPublic(Public):
 
 
 class DataDetailsPublic(Public):
+    """A DATA service's file: the reference's fields, and beside them the names the original
+    web UI's service page reads (``size_bytes``: as stored, encrypted; ``original_size_bytes``
+    and ``hash``: of the clear file; ``compression_type``: ``tar.gz`` for a folder or an
+    archive, else ``none``)."""
+
     id: int
     service_id: int
     file_path: str
     file_size: int
     file_hash: str
     encryption_method: str
+    original_name: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def size_bytes(self) -> int:
+        try:
+            return os.stat(self.file_path).st_size if self.file_path else 0
+        except OSError:
+            return 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def original_size_bytes(self) -> int:
+        return self.file_size
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hash(self) -> str:
+        return self.file_hash
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def compression_type(self) -> str:
+        return "tar.gz" if self.original_name.endswith((".tar.gz", ".tgz")) else "none"
 
 
 class LimitsPublic(BaseModel):
@@ -419,12 +449,67 @@ class WorkflowNodePublic(Public):
 
 
 class ConnectionPublic(Public):
+    """A connection in the reference's names (``target_node_id`` null: the requesting node);
+    ``destination_file_name`` only when it has one."""
+
     id: int
     workflow_id: int
     source_node_id: int
     source_interface_id: int | None
-    target_node_id: int
+    target_node_id: int | None
     target_interface_id: int | None
+    destination_file_name: str | None = _omitted()
+
+
+class UIConnection(BaseModel):
+    """A connection in the original web UI's names: ``to_node_id`` null is its "Local Peer",
+    the requesting node."""
+
+    id: int
+    workflow_id: int
+    from_node_id: int
+    from_interface_type: str | None
+    to_node_id: int | None
+    to_interface_type: str | None
+    destination_file_name: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> UIConnection:
+        return cls(id=row.id, workflow_id=row.workflow_id, from_node_id=row.source_node_id,
+                   from_interface_type=row.source_interface_type or (
+                       "STDOUT" if row.source_interface_id is None else None),
+                   to_node_id=row.target_node_id,
+                   to_interface_type=row.target_interface_type or (
+                       "STDIN" if row.target_interface_id is None else None),
+                   destination_file_name=row.destination_file_name)
+
+
+class ConnectionCreated(ConnectionPublic):
+    """The answer to a new connection: the reference's row; for a body in the original web
+    UI's names, also the row in those names under ``connection`` (which is what it reads)."""
+
+    connection: UIConnection | None = _omitted()
+
+    @classmethod
+    def of(cls, row: Any, *, ui: bool) -> ConnectionCreated:
+        return cls.model_validate(ConnectionPublic.model_validate(row).model_dump()
+                                  | {"connection": UIConnection.of(row) if ui else None})
+
+
+class ConnectionRow(UIConnection, ConnectionPublic):
+    """A listed connection: both name sets, each end's interface type, and an explicit null
+    for an end at the requesting node."""
+
+    source_interface_type: str | None
+    target_interface_type: str | None
+    destination_file_name: str | None
+
+    @classmethod
+    def of(cls, row: Any) -> ConnectionRow:
+        return cls.model_validate(ConnectionPublic.model_validate(row).model_dump()
+                                  | UIConnection.of(row).model_dump()
+                                  | {"source_interface_type": row.source_interface_type,
+                                     "target_interface_type": row.target_interface_type})
 
 
 class WorkflowList(BaseModel):
@@ -438,11 +523,50 @@ class NodeList(BaseModel):
 
 
 class ConnectionList(BaseModel):
-    connections: list[ConnectionPublic]
+    """The workflow's connections. A connection from a node placed by the original web UI's
+    editor (a node with a card) is listed with both name sets; one from a node made in the
+    reference's shape, in the reference's names only, as nodes are."""
+
+    connections: list[ConnectionRow | ConnectionPublic]
     total: int
+
+    @classmethod
+    def of(cls, rows: list[Any], carded: set[int]) -> ConnectionList:
+        items: list[ConnectionRow | ConnectionPublic] = [
+            ConnectionRow.of(c) if c.source_node_id in carded
+            else ConnectionPublic.model_validate(c) for c in rows]
+        return cls(connections=items, total=len(items))
 
 
 class UIState(BaseModel):
+    """A state the original web UI has written: the reference's ``{"ui_state": {...}}``;
+    beside it, at the top level, the keys the editor reads (``snap_to_grid``, ``zoom_level``,
+    ``pan_x``, ``pan_y``, ``self_peer_x``, ``self_peer_y``), from the state or the UI's
+    defaults."""
+
+    ui_state: dict[str, Any]
+    snap_to_grid: Any
+    zoom_level: Any
+    pan_x: Any
+    pan_y: Any
+    self_peer_x: Any
+    self_peer_y: Any
+
+    @classmethod
+    def of(cls, state: dict[str, Any], defaults: dict[str, Any]) -> UIState:
+        return cls(ui_state=state, **{k: state.get(k, v) for k, v in defaults.items()})
+
+
+def ui_state_answer(state: dict[str, Any], defaults: dict[str, Any],
+                    ui_only: tuple[str, ...]) -> UIState | ReferenceUIState:
+    """The UI's keys beside the reference's ``ui_state`` once the UI has written the state
+    (it holds one of ``ui_only``, the keys only the UI writes); else the reference's answer."""
+    if any(k in state for k in ui_only):
+        return UIState.of(state, defaults)
+    return ReferenceUIState(ui_state=state)
+
+
+class ReferenceUIState(BaseModel):
     ui_state: dict[str, Any]
 
 
@@ -486,24 +610,46 @@ class ExecutionJob(JobPublic):
     executor_peer_id: str = Field(description="The peer that runs the job (its peer_id)")
 
 
+class DeliveredResult(BaseModel):
+    """An output delivered to this node (a connection to the requesting node)."""
+
+    job_execution_id: int
+    node_id: int | None
+    interface_id: int = Field(description="The job interface row: its content is at "
+                                          "/api/job-executions/{job}/interfaces/{id}/content")
+    interface_type: str
+    file_name: str
+    artifact_hash: str
+    size: int
+
+    @classmethod
+    def of(cls, job: Any, row: Any) -> DeliveredResult:
+        return cls(job_execution_id=job.id, node_id=job.node_id, interface_id=row.id,
+                   interface_type=row.interface_type, file_name=row.delivered_as,
+                   artifact_hash=row.artifact_hash, size=row.size)
+
+
 class ExecutionStatus(ExecutionPublic):
     """``GET /api/workflow-executions/{id}/status``: the reference's execution, and beside it
     the same execution and its jobs in the shape the original web UI reads
-    (``{execution, jobs, total}``)."""
+    (``{execution, jobs, total}``), and the results delivered to this node."""
 
     execution: ExecutionPublic
     jobs: list[ExecutionJob]
     total: int
+    results: list[DeliveredResult]
 
     @classmethod
-    def of(cls, row: Any, jobs: list[Any]) -> ExecutionStatus:
+    def of(cls, row: Any, jobs: list[Any],
+           delivered: list[tuple[Any, Any]]) -> ExecutionStatus:
         execution = ExecutionPublic.model_validate(row)
         names = {n.get("node_id"): n.get("service_name") or ""
                  for n in (row.plan or {}).get("nodes", []) if isinstance(n, dict)}
         rows = [ExecutionJob(**JobPublic.model_validate(j).model_dump(),
                              job_name=names.get(j.node_id) or f"service-{j.service_id}",
                              executor_peer_id=j.peer_id) for j in jobs]
-        return cls(**execution.model_dump(), execution=execution, jobs=rows, total=len(rows))
+        return cls(**execution.model_dump(), execution=execution, jobs=rows, total=len(rows),
+                   results=[DeliveredResult.of(job, r) for job, r in delivered])
 
 
 class JobSummary(Public):
@@ -525,6 +671,7 @@ class JobInterfacePublic(Public):
     value: str | None
     artifact_hash: str
     size: int
+    delivered_as: str | None = _omitted()
 
 
 class ExecutionList(BaseModel):

@@ -12,6 +12,8 @@ from pydantic import (
     StrictBool,
     StrictFloat,
     StrictInt,
+    StringConstraints,
+    model_validator,
 )
 
 from orchestrator.errors import InvalidInput
@@ -246,28 +248,81 @@ class NodeConfigUpdate(Body):
         return merged
 
 
-class ConnectionCreate(Body):
-    source_node_id: StrictInt
-    source_interface_id: StrictInt | None = None
-    target_node_id: StrictInt
-    target_interface_id: StrictInt | None = None
+InterfaceTypeName = Annotated[str, StringConstraints(max_length=16)]
+FileName = Annotated[str, StringConstraints(max_length=1024)]
+# The original web UI's connection fields, and the reference's names for them.
+UI_CONNECTION_NAMES = {"from_node_id": "source_node_id",
+                       "from_interface_type": "source_interface_type",
+                       "to_node_id": "target_node_id",
+                       "to_interface_type": "target_interface_type"}
 
 
 class ConnectionUpdate(Body):
+    """A connection's fields, in the reference's names (``source_*``/``target_*``, with
+    ``target_node_id: null`` for the requesting node), or in the original web UI's
+    (``from_*``/``to_*``, ``to_node_id: null`` for its "Local Peer"); ``destination_file_name``
+    in both. Only the fields given count; one body uses one set of names."""
+
     source_node_id: StrictInt | None = None
     source_interface_id: StrictInt | None = None
+    source_interface_type: InterfaceTypeName | None = None
     target_node_id: StrictInt | None = None
     target_interface_id: StrictInt | None = None
+    target_interface_type: InterfaceTypeName | None = None
+    from_node_id: StrictInt | None = None
+    from_interface_type: InterfaceTypeName | None = None
+    to_node_id: StrictInt | None = None
+    to_interface_type: InterfaceTypeName | None = None
+    destination_file_name: FileName | None = None
+
+    @model_validator(mode="after")
+    def _one_dialect(self) -> ConnectionUpdate:
+        given = self.model_fields_set
+        ui = given & UI_CONNECTION_NAMES.keys()
+        reference = given - UI_CONNECTION_NAMES.keys() - {"destination_file_name"}
+        if ui and reference:
+            raise ValueError("use either the from_*/to_* names or the source_*/target_* "
+                               "names, not both")
+        return self
+
+    @property
+    def in_ui_names(self) -> bool:
+        return bool(self.model_fields_set & UI_CONNECTION_NAMES.keys())
+
+    def ends(self) -> dict[str, Any]:
+        """The fields given, in the store's (the reference's) names."""
+        return {UI_CONNECTION_NAMES.get(k, k): getattr(self, k) for k in self.model_fields_set}
 
 
-# The editor state keys the original web UI sends at the top level of its body.
-UI_STATE_KEYS = ("snap_to_grid", "zoom_level", "pan_x", "pan_y", "self_peer_x", "self_peer_y")
+class ConnectionCreate(ConnectionUpdate):
+    @model_validator(mode="after")
+    def _both_nodes(self) -> ConnectionCreate:
+        ends = self.ends()
+        for key, ui in (("source_node_id", "from_node_id"), ("target_node_id", "to_node_id")):
+            if key not in ends:
+                raise ValueError(f"{key} (or {ui}) is required"
+                                   + ("; null: the requesting node" if key.startswith("t")
+                                      else ""))
+        if ends["source_node_id"] is None:
+            raise ValueError("source_node_id must be a node of the workflow: the requesting "
+                               "node is a target only")
+        return self
+
+
+# The editor state keys the original web UI sends at the top level of its body, and what it
+# takes when they are not set.
+UI_STATE_DEFAULTS: dict[str, Any] = {"snap_to_grid": False, "zoom_level": 1, "pan_x": 0,
+                                     "pan_y": 0, "self_peer_x": 50, "self_peer_y": 50}
+UI_STATE_KEYS = tuple(UI_STATE_DEFAULTS)
+# Of those, the ones a reference client does not write: a state with one was written by the UI.
+UI_ONLY_STATE_KEYS = ("snap_to_grid", "zoom_level", "self_peer_x", "self_peer_y")
 
 
 class UIStateUpdate(Body):
     """The reference's ``{"ui_state": {...}}`` (replaces it), or the original web UI's bare
     state (its known keys merged into the stored state; ``id``, ``workflow_id`` and the times
-    it echoes are ignored)."""
+    it echoes are ignored). The UI sends back what it read, which holds both: then its keys
+    are merged over the ``ui_state`` it echoes."""
 
     ui_state: dict[str, Any] | None = None
     snap_to_grid: StrictBool | None = None
@@ -278,9 +333,9 @@ class UIStateUpdate(Body):
     self_peer_y: StrictNumber | None = None
 
     def merged_into(self, current: dict[str, Any]) -> dict[str, Any]:
-        if self.ui_state is not None:
-            return self.ui_state
         given = {k: getattr(self, k) for k in UI_STATE_KEYS if getattr(self, k) is not None}
+        if self.ui_state is not None:
+            return {**self.ui_state, **given}
         if not given:
             raise InvalidInput("ui_state is required")
         return {**current, **given}

@@ -20,8 +20,15 @@ from flows.scheduling import JobCancelled, JobFailed, NodeOutputs
 from orchestrator.execution_store import ExecutionStore, InterfaceRecord
 from orchestrator.graph import Plan, PlanNode
 from orchestrator.job_request import JobInput, JobRequest
-from orchestrator.states import RunState
-from orchestrator.wiring import DATA_OUTPUT, TEXT_INPUTS, TEXT_OUTPUTS
+from orchestrator.states import InterfaceType, RunState
+from orchestrator.wiring import (
+    DATA_OUTPUT,
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    normalize_mount,
+    output_named,
+    pick_output,
+)
 
 # Text outputs this small are read on the loop: a thread hand-off costs more than the read.
 SMALL_READ = 64 * 1024
@@ -47,7 +54,7 @@ def job_inputs(plan: Plan, node: PlanNode, upstream: dict[int, NodeOutputs]) -> 
     inputs = []
     for inp in node.inputs:
         outputs = upstream[inp.source_node_id].outputs
-        ref = outputs.get(inp.source_key)
+        ref = pick_output(outputs, inp.source_key)
         if ref is None and inp.source_interface_id is not None:
             ref = outputs.get(f"#{inp.source_interface_id}")
         if ref is None:
@@ -59,6 +66,28 @@ def job_inputs(plan: Plan, node: PlanNode, upstream: dict[int, NodeOutputs]) -> 
             interface_id=inp.target_interface_id, interface_type=inp.target_type,
             path=inp.target_path, artifact=ref, data_service_id=data_service))
     return inputs
+
+
+def delivered_names(node: PlanNode, outputs: dict[str, ArtifactRef]) -> dict[str, str]:
+    """For each output of the job delivered to the requesting node: its key, and the file name
+    it is delivered as. Raises JobFailed when a delivered output is missing."""
+    names = {}
+    for delivery in node.deliveries:
+        key = output_named(outputs, delivery.source_key)
+        if key is None:
+            raise JobFailed(f"{node.label} produced no {delivery.source_key} output to deliver "
+                            f"(connection {delivery.connection_id})")
+        names[key] = delivery.file_name or default_file_name(key)
+    return names
+
+
+def default_file_name(key: str) -> str:
+    """The name an output is delivered as when its connection names none: ``stdout``,
+    ``stderr``, ``logs``, ``data``, or a MOUNT directory's last segment with ``.tar``."""
+    kind, _, path = key.partition(":")
+    if kind == InterfaceType.MOUNT:
+        return (normalize_mount(path).rsplit("/", 1)[-1] or "mount") + ".tar"
+    return kind.lower()
 
 
 def failure_reason(node: PlanNode, result: JobResult) -> str:
@@ -113,7 +142,8 @@ class JobStep:
             env=dict(node.env), args=node.args, stdin_text=node.stdin,
             entrypoint=node.entrypoint, cmd=node.cmd, timeout=node.timeout,
             wired_outputs=tuple(sorted({i.source_key for n in plan.nodes for i in n.inputs
-                                        if i.source_node_id == node.node_id})))
+                                        if i.source_node_id == node.node_id})),
+            delivered_outputs=tuple(sorted({d.source_key for d in node.deliveries})))
         dispatcher = self.dispatcher_for(node)
         self._active.setdefault(execution_id, {})[job_id] = (dispatcher, request)
         also = attempt.log
@@ -134,8 +164,15 @@ class JobStep:
                 attempt.close_log()
 
         if result.outcome is JobOutcome.COMPLETED:
+            try:
+                delivered = delivered_names(node, dict(result.outputs))
+            except JobFailed as exc:
+                self.store.set_job(job_id, RunState.FAILED, exit_code=result.exit_code,
+                                   error=str(exc),
+                                   records=await self._records(node, inputs, result))
+                raise
             self.store.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code,
-                               records=await self._records(node, inputs, result))
+                               records=await self._records(node, inputs, result, delivered))
             return NodeOutputs(node.node_id, dict(result.outputs))
         if result.outcome is JobOutcome.CANCELLED or ended():
             self.store.close_job(job_id, RunState.CANCELLED, "cancelled")
@@ -157,12 +194,14 @@ class JobStep:
         except DispatchError as exc:
             self.store.set_job(job_id, RunState.FAILED, error=str(exc))
             raise JobFailed(str(exc)) from None
+        delivered = delivered_names(node, {DATA_OUTPUT: ref})
         self.store.set_job(job_id, RunState.COMPLETED, exit_code=0, records=[InterfaceRecord(
-            DATA_OUTPUT, "output", path="", artifact_hash=ref.sha256, size=ref.size)])
+            DATA_OUTPUT, "output", path="", artifact_hash=ref.sha256, size=ref.size,
+            delivered_as=delivered.get(DATA_OUTPUT))])
         return NodeOutputs(node.node_id, {DATA_OUTPUT: ref})
 
-    async def _records(self, node: PlanNode, inputs: list[JobInput],
-                       result: JobResult) -> list[InterfaceRecord]:
+    async def _records(self, node: PlanNode, inputs: list[JobInput], result: JobResult,
+                       delivered: dict[str, str] | None = None) -> list[InterfaceRecord]:
         """The job's inputs and outputs as they are recorded (text values inline)."""
         by_key = {o.key: o for o in node.outputs}
         records = []
@@ -179,7 +218,8 @@ class JobStep:
             out = by_key.get(key)
             records.append(InterfaceRecord(
                 kind, "output", interface_id=out.interface_id if out else None, path=path,
-                value=await self._text(ref, kind), artifact_hash=ref.sha256, size=ref.size))
+                value=await self._text(ref, kind), artifact_hash=ref.sha256, size=ref.size,
+                delivered_as=(delivered or {}).get(key)))
         return records
 
     async def _text(self, ref: ArtifactRef | None, kind: str | None) -> str | None:

@@ -59,6 +59,7 @@ class InterfaceRecord:
     value: str | None = None
     artifact_hash: str = ""
     size: int = 0
+    delivered_as: str | None = None  # an output delivered to the requesting node, as this name
 
 
 @functools.cache
@@ -303,6 +304,18 @@ class ExecutionStore:
                                .where(JobExecutionInterface.job_execution_id == job_id)
                                .order_by(col(JobExecutionInterface.id))))
 
+    def delivered(self, execution_id: int) -> list[tuple[JobExecution, JobExecutionInterface]]:
+        """The outputs of the execution's jobs delivered to this node, with their jobs, in
+        the order they were recorded."""
+        with self.db.session() as s:
+            return [(job, row) for job, row in s.exec(
+                select(JobExecution, JobExecutionInterface)
+                .join(JobExecutionInterface,
+                      col(JobExecutionInterface.job_execution_id) == col(JobExecution.id))
+                .where(JobExecution.workflow_execution_id == execution_id,
+                       col(JobExecutionInterface.delivered_as).is_not(None))
+                .order_by(col(JobExecutionInterface.id)))]
+
     def job_interface(self, job_id: int, row_id: int) -> JobExecutionInterface:
         with self.db.session() as s:
             row = s.get(JobExecutionInterface, row_id)
@@ -403,7 +416,8 @@ def _add_records(s: Any, job_id: int, records: list[InterfaceRecord]) -> None:
     s.execute(insert(_INTERFACES), [
         {"job_execution_id": job_id, "interface_id": r.interface_id,
          "interface_type": r.interface_type, "direction": r.direction, "path": r.path,
-         "value": r.value, "artifact_hash": r.artifact_hash, "size": r.size}
+         "value": r.value, "artifact_hash": r.artifact_hash, "size": r.size,
+         "delivered_as": r.delivered_as}
         for r in records])
 
 

@@ -6,9 +6,15 @@ look-ups (local services, local interfaces) and a known-peer check; a bad workfl
 
 Wiring rules: a connection joins an *output* interface (STDOUT, STDERR, LOGS, MOUNT with function
 OUTPUT/BOTH) of its source node's service to an *input* interface (STDIN, MOUNT with function
-INPUT/BOTH, ENV, ARG) of its target node's service. A missing interface id means STDOUT on the
-source side and STDIN on the target side. A DATA service is a source whose one output is its file.
-Interfaces of a remote peer's service are taken as given: the executing peer checks them.
+INPUT/BOTH, ENV, ARG) of its target node's service. An end names its interface by id, or by type
+(the one interface of that type on that side; STDOUT, STDERR, LOGS and STDIN need none declared);
+naming neither means STDOUT on the source side and STDIN on the target side. A DATA service is a
+source whose one output is its file. Interfaces of a remote peer's service are taken as given:
+the executing peer checks them.
+
+A connection without a target node ends at the requesting node (the original web UI's "Local
+Peer"): its output is a result of the workflow, delivered to the node that runs the workflow
+(``PlanNode.deliveries``), under ``destination_file_name`` when one is given.
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ from typing import Any
 from orchestrator.errors import InvalidInput
 from orchestrator.states import InterfaceType, ServiceType
 from orchestrator.wiring import (
+    ANY_MOUNT_OUTPUT,
     DATA_OUTPUT,
     TEXT_ONLY_INPUTS,
+    TEXT_OUTPUTS,
     Cycle,
     Interface,
+    can_input,
+    can_output,
     carries_text,
     fed_once_key,
     topological_order,
@@ -54,9 +64,12 @@ class NodeSpec:
 class EdgeSpec:
     id: int
     source_node_id: int
-    target_node_id: int
+    target_node_id: int | None  # None: the requesting node
     source_interface_id: int | None = None
     target_interface_id: int | None = None
+    source_interface_type: str | None = None
+    target_interface_type: str | None = None
+    destination_file_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,15 @@ class PlanOutput:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """An output of a node delivered to the requesting node (a connection without a target)."""
+
+    connection_id: int
+    source_key: str
+    file_name: str | None = None  # None: the output's own name
+
+
+@dataclass(frozen=True, slots=True)
 class PlanNode:
     node_id: int
     peer_id: str
@@ -110,6 +132,7 @@ class PlanNode:
     env: tuple[tuple[str, str], ...] = ()
     args: tuple[str, ...] = ()
     stdin: str | None = None
+    deliveries: tuple[Delivery, ...] = ()
 
     @property
     def label(self) -> str:
@@ -153,6 +176,7 @@ class Plan:
                 n[key] = tuple(n[key]) if n[key] is not None else None
             n["env"] = tuple(tuple(kv) for kv in n["env"])
             n["args"] = tuple(n["args"])
+            n["deliveries"] = tuple(Delivery(**d) for d in n.get("deliveries", ()))
             nodes.append(PlanNode(**n))
         return cls(raw["workflow_id"], raw["workflow_name"], tuple(nodes))
 
@@ -209,61 +233,34 @@ def compile_plan(
 
     # Connections: ends exist, output -> input, interfaces of the right services.
     inputs: dict[int, list[PlanInput]] = {n.id: [] for n in nodes}
+    deliveries: dict[int, list[Delivery]] = {n.id: [] for n in nodes}
     consumed: set[tuple[int, str]] = set()
+    delivered: dict[tuple[int, str], int] = {}  # (node, output key) -> its delivery connection
     fed_by: dict[int, dict[tuple[str, str], int]] = {}  # target node -> fed-once input -> conn
     graph_edges: list[tuple[int, int]] = []
     for e in edges:
         where = f"Connection {e.id}"
         for end in (e.source_node_id, e.target_node_id):
-            if end not in by_id:
+            if end is not None and end not in by_id:
                 raise InvalidInput(f"{where}: node {end} is not in this workflow")
         if e.source_node_id == e.target_node_id:
             raise InvalidInput(f"{where} joins {label(e.source_node_id)} to itself")
-        src_svc, dst_svc = services[e.source_node_id], services[e.target_node_id]
+        source_key = _source_key(where, e, services[e.source_node_id], interface, label)
 
-        # Source end.
-        src_iface: Interface | None = None
-        if src_svc is not None and src_svc.service_type == ServiceType.DATA:
-            source_key = DATA_OUTPUT
-            if e.source_interface_id is not None:
-                src_iface = _own_interface(where, "source", e.source_interface_id,
-                                           e.source_node_id, src_svc, interface, label)
-        elif src_svc is not None:
-            if e.source_interface_id is None:
-                source_key = str(InterfaceType.STDOUT)
-            else:
-                src_iface = _own_interface(where, "source", e.source_interface_id,
-                                           e.source_node_id, src_svc, interface, label)
-                if not src_iface.is_output:
-                    raise InvalidInput(
-                        f"{where}: source interface {src_iface.id} ({src_iface.interface_type}) "
-                        f"of {label(e.source_node_id)} is an input; connect an output "
-                        "(STDOUT, STDERR, LOGS, MOUNT) to an input")
-                source_key = src_iface.output_key
-        else:
-            source_key = (f"#{e.source_interface_id}" if e.source_interface_id is not None
-                          else str(InterfaceType.STDOUT))
+        if e.target_node_id is None:
+            _check_requester_end(where, e)
+            key = (e.source_node_id, source_key)
+            if key in delivered:
+                raise InvalidInput(f"{where}: that output of {label(e.source_node_id)} is "
+                                   "delivered to the requesting node already (connection "
+                                   f"{delivered[key]})")
+            delivered[key] = e.id
+            deliveries[e.source_node_id].append(
+                Delivery(e.id, source_key, e.destination_file_name))
+            continue
 
-        # Target end.
-        if dst_svc is not None and dst_svc.service_type == ServiceType.DATA:
-            raise InvalidInput(f"{where}: {label(e.target_node_id)} is a DATA service and takes "
-                               "no input")
-        target_type: str | None
-        target_path = ""
-        if dst_svc is None:
-            target_type = None if e.target_interface_id is not None else str(InterfaceType.STDIN)
-        elif e.target_interface_id is None:
-            target_type = str(InterfaceType.STDIN)
-        else:
-            dst_iface = _own_interface(where, "target", e.target_interface_id,
-                                       e.target_node_id, dst_svc, interface, label)
-            if not dst_iface.is_input:
-                raise InvalidInput(
-                    f"{where}: target interface {dst_iface.id} ({dst_iface.interface_type}) of "
-                    f"{label(e.target_node_id)} is an output; connect an output to an input "
-                    "(STDIN, MOUNT, ENV, ARG)")
-            target_type, target_path = dst_iface.interface_type, dst_iface.path
-
+        target_type, target_path = _target_end(where, e, services[e.target_node_id],
+                                               interface, label)
         if target_type in TEXT_ONLY_INPUTS and not carries_text(source_key):
             raise InvalidInput(f"{where}: a {target_type} input takes text; "
                                f"{source_key.split(':')[0]} output of "
@@ -297,8 +294,104 @@ def compile_plan(
         n = by_id[node_id]
         info = services[node_id]
         plan_nodes.append(_plan_node(n, info, own_peer_id, inputs[node_id], consumed,
-                                     defaults))
+                                     deliveries[node_id], defaults))
     return Plan(workflow_id, workflow_name, tuple(plan_nodes))
+
+
+def _source_key(where: str, e: EdgeSpec, svc: ServiceInfo | None,
+                interface: Callable[[int], Interface | None],
+                label: Callable[[int], str]) -> str:
+    """The key, in the source job's outputs, of the output the connection takes."""
+    iface_id, kind = e.source_interface_id, e.source_interface_type
+    if iface_id is None and kind is not None and not can_output(kind):
+        raise InvalidInput(f"{where}: source interface type {kind} is not an output; connect "
+                           "an output (STDOUT, STDERR, LOGS, MOUNT) to an input")
+    if svc is not None and svc.service_type == ServiceType.DATA:
+        if iface_id is not None:
+            _own_interface(where, "source", iface_id, e.source_node_id, svc, interface, label)
+        return DATA_OUTPUT
+    if svc is None:  # a remote peer's service: its peer knows its interfaces
+        if iface_id is not None:
+            return f"#{iface_id}"
+        if kind == InterfaceType.MOUNT:
+            return ANY_MOUNT_OUTPUT
+        return str(kind or InterfaceType.STDOUT)
+    if iface_id is None:
+        if kind is None:
+            return str(InterfaceType.STDOUT)
+        found = _by_type(where, "source", kind, e.source_node_id, svc, label)
+        return found.output_key if found is not None else str(kind)
+    iface = _own_interface(where, "source", iface_id, e.source_node_id, svc, interface, label)
+    if not iface.is_output:
+        raise InvalidInput(
+            f"{where}: source interface {iface.id} ({iface.interface_type}) of "
+            f"{label(e.source_node_id)} is an input; connect an output "
+            "(STDOUT, STDERR, LOGS, MOUNT) to an input")
+    _same_type(where, "source", iface, kind)
+    return iface.output_key
+
+
+def _target_end(where: str, e: EdgeSpec, svc: ServiceInfo | None,
+                interface: Callable[[int], Interface | None],
+                label: Callable[[int], str]) -> tuple[str | None, str]:
+    """The type and path of the input the connection feeds (type None: a remote peer's
+    interface, resolved there)."""
+    node_id = int(e.target_node_id or 0)
+    iface_id, kind = e.target_interface_id, e.target_interface_type
+    if iface_id is None and kind is not None and not can_input(kind):
+        raise InvalidInput(f"{where}: target interface type {kind} is not an input; connect "
+                           "an output to an input (STDIN, MOUNT, ENV, ARG)")
+    if svc is not None and svc.service_type == ServiceType.DATA:
+        raise InvalidInput(f"{where}: {label(node_id)} is a DATA service and takes no input")
+    if svc is None:
+        if iface_id is not None:
+            return None, ""
+        return str(kind or InterfaceType.STDIN), ""
+    if iface_id is None:
+        if kind is None:
+            return str(InterfaceType.STDIN), ""
+        found = _by_type(where, "target", kind, node_id, svc, label)
+        return (found.interface_type, found.path) if found is not None else (str(kind), "")
+    iface = _own_interface(where, "target", iface_id, node_id, svc, interface, label)
+    if not iface.is_input:
+        raise InvalidInput(
+            f"{where}: target interface {iface.id} ({iface.interface_type}) of "
+            f"{label(node_id)} is an output; connect an output to an input "
+            "(STDIN, MOUNT, ENV, ARG)")
+    _same_type(where, "target", iface, kind)
+    return iface.interface_type, iface.path
+
+
+def _check_requester_end(where: str, e: EdgeSpec) -> None:
+    """The requesting node takes a result as it is: on its one input, STDIN."""
+    if e.target_interface_id is not None or e.target_interface_type not in (
+            None, InterfaceType.STDIN):
+        raise InvalidInput(f"{where} ends at the requesting node, whose one input is STDIN; "
+                           "it takes no target interface id")
+
+
+def _by_type(where: str, side: str, kind: str, node_id: int, svc: ServiceInfo,
+             label: Callable[[int], str]) -> Interface | None:
+    """The service's one interface of this type on this side; None where a process has one
+    without declaring it (STDOUT, STDERR, LOGS; STDIN)."""
+    output = side == "source"
+    found = [i for i in svc.interfaces if i.interface_type == kind
+             and (i.is_output if output else i.is_input)]
+    what = "output" if output else "input"
+    if len(found) > 1:
+        raise InvalidInput(f"{where}: {label(node_id)} has {len(found)} {kind} {what}s; "
+                           f"name one by {side}_interface_id")
+    if found:
+        return found[0]
+    if (kind in TEXT_OUTPUTS) if output else kind == InterfaceType.STDIN:
+        return None
+    raise InvalidInput(f"{where}: {label(node_id)} has no {kind} {what}")
+
+
+def _same_type(where: str, side: str, iface: Interface, kind: str | None) -> None:
+    if kind is not None and kind != iface.interface_type:
+        raise InvalidInput(f"{where}: {side} interface {iface.id} is {iface.interface_type}, "
+                           f"not {kind}")
 
 
 def _own_interface(where: str, side: str, interface_id: int, node_id: int, svc: ServiceInfo,
@@ -315,7 +408,7 @@ def _own_interface(where: str, side: str, interface_id: int, node_id: int, svc: 
 
 def _plan_node(n: NodeSpec, info: ServiceInfo | None, own_peer_id: str,
                inputs: list[PlanInput], consumed: set[tuple[int, str]],
-               defaults: Defaults) -> PlanNode:
+               deliveries: list[Delivery], defaults: Defaults) -> PlanNode:
     cfg = dict(n.config or {})
     outputs: list[PlanOutput] = []
     if info is not None:
@@ -345,4 +438,5 @@ def _plan_node(n: NodeSpec, info: ServiceInfo | None, own_peer_id: str,
         env=tuple(sorted((str(k), str(v)) for k, v in env.items())),
         args=tuple(str(a) for a in cfg.get("args") or ()),
         stdin=cfg.get("stdin"),
+        deliveries=tuple(deliveries),
     )

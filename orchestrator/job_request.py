@@ -44,3 +44,5 @@ class JobRequest:
     # Output keys wired onward to other jobs: a remote job keeps them on its peer (the downstream
     # peer fetches them from there); its other outputs are fetched back to the requester.
     wired_outputs: tuple[str, ...] = ()
+    # Output keys delivered to the requesting node: fetched back even when wired onward too.
+    delivered_outputs: tuple[str, ...] = ()

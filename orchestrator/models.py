@@ -137,8 +137,16 @@ class WorkflowConnection(SQLModel, table=True):
     workflow_id: int = Field(foreign_key="workflows.id", ondelete="CASCADE", index=True)
     source_node_id: int = Field(foreign_key="workflow_nodes.id", ondelete="CASCADE")
     source_interface_id: int | None = None
-    target_node_id: int = Field(foreign_key="workflow_nodes.id", ondelete="CASCADE")
+    # An interface may be named by its type instead of (or beside) its id.
+    source_interface_type: str | None = None
+    # None: the requesting node (the "Local Peer"): the output is a result of the workflow,
+    # delivered to the node that runs it.
+    target_node_id: int | None = Field(default=None, foreign_key="workflow_nodes.id",
+                                       ondelete="CASCADE")
     target_interface_id: int | None = None
+    target_interface_type: str | None = None
+    # The name the output gets where it is delivered (None: its own).
+    destination_file_name: str | None = None
 
 
 class WorkflowUIState(SQLModel, table=True):
@@ -199,6 +207,8 @@ class JobExecutionInterface(SQLModel, table=True):
     value: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     artifact_hash: str = ""
     size: int = 0
+    # An output delivered to the requesting node: the file name it is delivered as.
+    delivered_as: str | None = None
 
 
 class WorkflowSchedule(SQLModel, table=True):

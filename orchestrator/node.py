@@ -73,7 +73,7 @@ class Node:
         self.policy = PeerPolicy(PolicyConfig.from_settings(settings))
         self.blacklist = Blacklist(self.db, self.bus, own_peer_id=self.identity.peer_id)
         self.workflows = WorkflowStore(self.db, self.bus, own_peer_id=self.identity.peer_id,
-                                       service_exists=self.services.exists)
+                                       services=self.services)
         self.capabilities = CapabilityProbe(settings.data_dir, settings.docker_host)
         # Content-addressed job inputs/outputs, the executor that runs jobs on this machine and
         # the dispatcher of this node's jobs.
@@ -87,6 +87,7 @@ class Node:
         self.uploads = UploadManager(settings, standalone=self.standalone,
                                      data=self.data_services)
         self.ws_handlers.update(self.uploads.handlers())
+        self.ws_handlers.update(self.uploads.ui.handlers())
         # The directory of known peers, filled by discovery and by live connections.
         self.peers = peer_directory(self.identity.peer_id, settings, self.bus)
         # QUIC messaging with peers (node.transport): search, capabilities, bulk artifacts.

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from executors.base import Isolation, JobLimits
 from orchestrator.service_policy import LIMIT_KEYS
 from orchestrator.states import InterfaceType, ServiceType
+from orchestrator.wiring import can_input
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
@@ -247,10 +248,18 @@ class PeerPolicy:
         requester's)."""
         label = _label(view.service)
         if inp.interface_id is None:
-            if inp.interface_type not in (None, InterfaceType.STDIN) or inp.path:
+            if inp.interface_type in (None, InterfaceType.STDIN) and not inp.path:
+                return replace(inp, interface_type=str(InterfaceType.STDIN), path="")
+            # Named by type alone: the service's one input of that type.
+            of_type = [i for i in view.interfaces if i.interface_type == inp.interface_type
+                       and can_input(i.interface_type, i.mount_function or "")]
+            if inp.interface_type not in INPUT_TYPES or inp.path or len(of_type) != 1:
                 raise UnknownInterface(f"an input of {label} must name one of its input "
-                                       "interfaces by id (only STDIN may go without one)")
-            return replace(inp, interface_type=str(InterfaceType.STDIN), path="")
+                                       "interfaces by id (by type alone: only STDIN, or a type "
+                                       "of which it has exactly one input)")
+            iface = of_type[0]
+            return replace(inp, interface_id=iface.id, interface_type=str(iface.interface_type),
+                           path=iface.path)
         iface = next((i for i in view.interfaces if i.id == inp.interface_id), None)
         if iface is None or iface.interface_type not in INPUT_TYPES or (
                 iface.interface_type == InterfaceType.MOUNT

@@ -67,7 +67,9 @@ class PlanCompiler:
         nodes = [NodeSpec(int(n.id or 0), n.peer_id, n.service_id, n.service_name,
                           dict(n.config or {})) for n in self.workflows.nodes(workflow_id)]
         edges = [EdgeSpec(int(c.id or 0), c.source_node_id, c.target_node_id,
-                          c.source_interface_id, c.target_interface_id)
+                          c.source_interface_id, c.target_interface_id,
+                          c.source_interface_type, c.target_interface_type,
+                          c.destination_file_name)
                  for c in self.workflows.connections(workflow_id)]
         return compile_plan(workflow_id, workflow.name, nodes, edges,
                             own_peer_id=self.own_peer_id, service=service,

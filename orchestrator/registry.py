@@ -281,6 +281,22 @@ class ServiceRegistry:
             s.commit()
         self._changed("interfaces_updated", service)
 
+    def add_details(self, service_id: int, details: DockerDetails | StandaloneDetails
+                    | DataDetails) -> ServiceView:
+        """Give a service made without its type-specific details row (a placeholder that an
+        upload fills in later) that row (InvalidInput when it has one already)."""
+        with self.db.session() as s:
+            view = self._view(s, self._require(s, service_id))
+            if view.docker or view.standalone or view.data:
+                raise InvalidInput("The service has its details already")
+            details.service_id = service_id
+            view.service.updated_at = utcnow()
+            s.add(details)
+            s.add(view.service)
+            s.commit()
+        self._changed("updated", view.service)
+        return self.get(service_id)
+
     def update_details(self, service_id: int, **changes: Any) -> ServiceView:
         """Change fields of the service's type-specific details row."""
         with self.db.session() as s:

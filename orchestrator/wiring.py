@@ -25,6 +25,9 @@ FED_ONCE = frozenset({InterfaceType.STDIN, InterfaceType.ENV})
 MOUNT_FUNCTIONS = frozenset({"", "INPUT", "OUTPUT", "BOTH"})
 # The output of a DATA service node: its file.
 DATA_OUTPUT = "DATA"
+# The one MOUNT output of a remote peer's service named by type alone: the job's outputs say
+# which (see ``pick_output``).
+ANY_MOUNT_OUTPUT = "MOUNT:*"
 
 Node = TypeVar("Node")
 
@@ -49,6 +52,28 @@ def output_key(kind: str, path: str = "") -> str:
     if kind == InterfaceType.MOUNT:
         return f"MOUNT:{path}"
     return str(kind)
+
+
+def pick_output(outputs: Mapping[str, Any], key: str) -> Any | None:
+    """The output of this key among a job's ``outputs``; for ``ANY_MOUNT_OUTPUT``, its one
+    MOUNT output (None when it has none or several)."""
+    if key != ANY_MOUNT_OUTPUT:
+        return outputs.get(key)
+    mounts = [v for k, v in outputs.items() if k.startswith("MOUNT:")]
+    return mounts[0] if len(mounts) == 1 else None
+
+
+def output_named(outputs: Mapping[str, Any], key: str) -> str | None:
+    """The key of the output (``KIND`` or ``KIND:path``, not a ``#<id>`` alias) that ``key``
+    names among a job's ``outputs`` (whose values have a ``sha256``): itself, or the one output
+    with the digest of the alias or ``ANY_MOUNT_OUTPUT`` it is (None: none, or not one)."""
+    if key in outputs and not key.startswith("#"):
+        return key
+    ref = pick_output(outputs, key)
+    if ref is None:
+        return None
+    same = [k for k, v in outputs.items() if not k.startswith("#") and v.sha256 == ref.sha256]
+    return same[0] if len(same) == 1 else None
 
 
 def normalize_mount(path: str) -> str:

@@ -53,7 +53,7 @@ def build_worker(settings: Settings) -> Serving:
     bus = EventBus()  # no loop bound: nothing listens in a worker
     services = ServiceRegistry(db, bus)
     workflows = WorkflowStore(db, bus, own_peer_id=identity.peer_id,
-                              service_exists=services.exists)
+                              services=services)
     artifacts = ArtifactStore(settings.artifacts_dir)
     _, local = local_jobs(settings, services, artifacts,
                           PeerPolicy(PolicyConfig.from_settings(settings)), owner=identity.peer_id)

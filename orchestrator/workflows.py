@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
@@ -23,10 +23,16 @@ from orchestrator.models import (
     WorkflowUIState,
     utcnow,
 )
+from orchestrator.states import InterfaceType
+from orchestrator.wiring import can_input, can_output
 
 log = logging.getLogger("remote_network.workflows")
 
 NODE_TYPES = {"SERVICE"}
+# A connection's columns beside its ids, as add_connection and update_connection take them.
+CONNECTION_FIELDS = ("source_node_id", "source_interface_id", "source_interface_type",
+                     "target_node_id", "target_interface_id", "target_interface_type",
+                     "destination_file_name")
 DEFAULT_UI_STATE: dict[str, Any] = {"zoom": 1.0, "pan_x": 0, "pan_y": 0}
 # A change of a JSON column: the current value in, the new value out.
 Edit = Callable[[dict[str, Any]], dict[str, Any]]
@@ -66,15 +72,22 @@ def validate_node_config(config: Any) -> dict[str, Any]:
     return config
 
 
+class LocalServices(Protocol):
+    """What the store reads of this node's services: a workflow node placed on this node must
+    name one of them, and a connection's end named by interface id gets that interface's type."""
+
+    def exists(self, service_id: int) -> bool: ...
+
+    def interface(self, interface_id: int) -> Any | None: ...
+
+
 class WorkflowStore:
     def __init__(self, db: Database, bus: EventBus, *, own_peer_id: str,
-                 service_exists: Callable[[int], bool]) -> None:
-        """``service_exists(service_id)``: whether this node has that service (a workflow node
-        placed on this node must name one of its services)."""
+                 services: LocalServices) -> None:
         self.db = db
         self.bus = bus
         self.own_peer_id = own_peer_id
-        self.service_exists = service_exists
+        self.services = services
         # Called with a workflow's id just before it is deleted (what hangs off it, such as its
         # schedules, is still there); a hook that fails does not stop the delete.
         self._on_delete: list[Callable[[int], None]] = []
@@ -150,7 +163,7 @@ class WorkflowStore:
         if service_id is None or isinstance(service_id, bool) or service_id <= 0:
             raise InvalidInput("service_id is required and must be a positive integer")
         peer_id = (peer_id or "").strip() or self.own_peer_id
-        if peer_id == self.own_peer_id and not self.service_exists(service_id):
+        if peer_id == self.own_peer_id and not self.services.exists(service_id):
             raise InvalidInput(f"Service {service_id} does not exist on this node")
         node = WorkflowNode(workflow_id=workflow_id, node_type=node_type, peer_id=peer_id,
                             service_id=service_id, service_name=service_name or "",
@@ -201,6 +214,9 @@ class WorkflowStore:
                                .order_by(col(WorkflowConnection.id))))
 
     def add_connection(self, workflow_id: int, ends: dict[str, Any]) -> WorkflowConnection:
+        """A new connection. ``ends``: ``source_node_id`` and ``target_node_id`` (None: the
+        requesting node; the key must be there), and optionally each end's
+        ``*_interface_id``/``*_interface_type`` and ``destination_file_name``."""
         with self.db.session() as s:
             self._require(s, workflow_id)
             conn = WorkflowConnection(workflow_id=workflow_id, **self._check_ends(s, workflow_id,
@@ -214,14 +230,15 @@ class WorkflowStore:
 
     def update_connection(self, workflow_id: int, connection_id: int,
                           ends: dict[str, Any]) -> WorkflowConnection:
+        """Change the connection's fields named in ``ends`` (as ``add_connection`` takes them;
+        a None value sets None); a new interface id without a type drops the old type."""
         with self.db.session() as s:
             conn = self._require_connection(s, workflow_id, connection_id)
-            merged = {
-                "source_node_id": conn.source_node_id,
-                "source_interface_id": conn.source_interface_id,
-                "target_node_id": conn.target_node_id,
-                "target_interface_id": conn.target_interface_id,
-            } | {k: v for k, v in ends.items() if v is not None}
+            current = {key: getattr(conn, key) for key in CONNECTION_FIELDS}
+            for side in ("source", "target"):
+                if f"{side}_interface_id" in ends and f"{side}_interface_type" not in ends:
+                    current[f"{side}_interface_type"] = None
+            merged = current | ends
             for key, value in self._check_ends(s, workflow_id, merged).items():
                 setattr(conn, key, value)
             s.add(conn)
@@ -291,22 +308,81 @@ class WorkflowStore:
             raise NotFound("Connection not found")
         return conn
 
-    @staticmethod
-    def _check_ends(s: Session, workflow_id: int, ends: dict[str, Any]) -> dict[str, Any]:
+    def _check_ends(self, s: Session, workflow_id: int,
+                    ends: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        nodes: dict[str, WorkflowNode | None] = {}
         for key in ("source_node_id", "target_node_id"):
-            value = ends.get(key)
+            if key not in ends:
+                raise InvalidInput(f"{key} is required" + (
+                    " (null: the requesting node)" if key == "target_node_id" else ""))
+            value = ends[key]
+            if value is None and key == "target_node_id":
+                out[key], nodes[key] = None, None
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
-                raise InvalidInput(f"{key} is required and must be an integer")
+                raise InvalidInput(f"{key} must be an integer")
             node = s.get(WorkflowNode, value)
             if node is None or node.workflow_id != workflow_id:
                 raise InvalidInput(f"{key} {value} is not a node of this workflow")
-            out[key] = value
-        for key in ("source_interface_id", "target_interface_id"):
-            value = ends.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise InvalidInput(f"{key} must be an integer")
-            out[key] = value
+            out[key], nodes[key] = value, node
+        for side, fits in (("source", can_output), ("target", can_input)):
+            iface_id = ends.get(f"{side}_interface_id")
+            if iface_id is not None and (not isinstance(iface_id, int)
+                                         or isinstance(iface_id, bool)):
+                raise InvalidInput(f"{side}_interface_id must be an integer")
+            kind = _interface_type(ends.get(f"{side}_interface_type"), f"{side}_interface_type")
+            if kind is not None and not fits(kind):
+                raise InvalidInput(f"{side}_interface_type {kind} is not an "
+                                   + ("output" if side == "source" else "input"))
+            node = nodes[f"{side}_node_id"]
+            if kind is None and iface_id is not None and node is not None:
+                kind = self._local_interface_type(node, iface_id)
+            out[f"{side}_interface_id"], out[f"{side}_interface_type"] = iface_id, kind
+        if out["target_node_id"] is None and (
+                out["target_interface_id"] is not None
+                or out["target_interface_type"] not in (None, InterfaceType.STDIN)):
+            raise InvalidInput("A connection to the requesting node ends at its one input, "
+                               "STDIN: it takes no target_interface_id")
+        out["destination_file_name"] = validate_destination_file_name(
+            ends.get("destination_file_name"))
         if out["source_node_id"] == out["target_node_id"]:
             raise InvalidInput("A connection cannot join a node to itself")
         return out
+
+    def _local_interface_type(self, node: WorkflowNode, interface_id: int) -> str | None:
+        """The type of interface ``interface_id`` of the node's service, when this node holds
+        that service (another peer's interface ids mean nothing here)."""
+        if (node.peer_id or self.own_peer_id) != self.own_peer_id:
+            return None
+        row = self.services.interface(interface_id)
+        if row is None or row.service_id != node.service_id:
+            return None
+        return str(row.interface_type)
+
+
+def _interface_type(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    kind = value.strip().upper() if isinstance(value, str) else None
+    if kind not in InterfaceType.__members__:
+        raise InvalidInput(f"{field} must be one of " + ", ".join(InterfaceType))
+    return kind
+
+
+def validate_destination_file_name(value: Any) -> str | None:
+    """A plain file name (no directory, no ``.``/``..``, no control characters, at most 255
+    bytes), trimmed; empty: None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("destination_file_name must be a string")
+    name = value.strip()
+    if not name:
+        return None
+    if (name in (".", "..") or "/" in name or "\\" in name
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or len(name.encode()) > 255):
+        raise InvalidInput("destination_file_name must be a plain file name (no '/', '\\', "
+                           "'.' or '..', no control characters, at most 255 bytes)")
+    return name

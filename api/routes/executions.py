@@ -19,7 +19,8 @@ router = Router(prefix="/api", tags=["executions"], dependencies=[Depends(requir
 
 @router.get("/workflow-executions/{id}/status")
 def execution_status(execution_id: ExecutionId, records: ExecutionRecords) -> ExecutionStatus:
-    return ExecutionStatus.of(records.execution(execution_id), records.job_list(execution_id))
+    return ExecutionStatus.of(records.execution(execution_id), records.job_list(execution_id),
+                              records.delivered(execution_id))
 
 
 @router.get("/workflow-executions/{id}/jobs")

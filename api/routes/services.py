@@ -21,7 +21,7 @@ from api.routing import Router
 from api.schemas import POLICY_FIELDS, ServiceCreate, ServicePricing, ServiceUpdate, StatusUpdate
 from orchestrator.errors import InvalidInput
 from orchestrator.registry import generic_type, parse_pricing, parse_status
-from orchestrator.states import ServiceType
+from orchestrator.states import ServiceStatus, ServiceType
 
 router = Router(prefix="/api/services", tags=["services"],
                 dependencies=[Depends(require_token)])
@@ -36,14 +36,20 @@ def list_services(registry: Services, policy: Policy) -> ServiceList:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_service(body: ServiceCreate, registry: Services, policy: Policy) -> ServiceSaved:
     service_type = generic_type(body.type)
-    if service_type is not ServiceType.DATA and not body.endpoint.strip():
-        raise InvalidInput("endpoint is required for non-DATA services")
+    service_status = parse_status(body.status)
+    # An INACTIVE standalone service may wait for its executable: the original web UI makes
+    # one, then uploads the file into it and finalizes it.
+    placeholder = (service_type is ServiceType.STANDALONE
+                   and service_status is ServiceStatus.INACTIVE)
+    if service_type is not ServiceType.DATA and not body.endpoint.strip() and not placeholder:
+        raise InvalidInput("endpoint is required for non-DATA services (an INACTIVE standalone "
+                           "service may be created without one and uploaded to)")
     view = registry.create(
         name=body.name,
         service_type=service_type,
         description=body.description,
         endpoint=body.endpoint.strip(),
-        status=parse_status(body.status),
+        status=service_status,
         capabilities=body.capabilities,
         pricing=body.model_dump(include={"pricing_amount", "pricing_type", "pricing_interval",
                                          "pricing_unit"}),

@@ -98,4 +98,5 @@ def interface_content(job_id: JobId, interface_id: InterfaceRecordId,
         raise NotFound("Interface content not found")
     return FileResponse(artifacts.path(record.artifact_hash),
                         media_type="application/octet-stream",
-                        filename=f"job-{job_id}-{record.interface_type.lower()}-{record.id}")
+                        filename=record.delivered_as
+                        or f"job-{job_id}-{record.interface_type.lower()}-{record.id}")

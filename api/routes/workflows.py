@@ -6,8 +6,8 @@ from fastapi import Depends, status
 
 from api.deps import ConnectionId, ExecutionRecords, NodeId, WorkflowId, Workflows, require_token
 from api.responses import (
+    ConnectionCreated,
     ConnectionList,
-    ConnectionPublic,
     ExecutionList,
     ExecutionPublic,
     JobPublic,
@@ -16,14 +16,18 @@ from api.responses import (
     JobSummaryList,
     Message,
     NodeList,
+    ReferenceUIState,
     Success,
     UIState,
     WorkflowList,
     WorkflowNodePublic,
     WorkflowPublic,
+    ui_state_answer,
 )
 from api.routing import Router
 from api.schemas import (
+    UI_ONLY_STATE_KEYS,
+    UI_STATE_DEFAULTS,
     ConnectionCreate,
     ConnectionUpdate,
     GuiPropsUpdate,
@@ -103,22 +107,21 @@ def update_node_config(workflow_id: WorkflowId, node_id: NodeId, body: NodeConfi
 # -- connections -------------------------------------------------------------------------------
 @router.get("/{id}/connections")
 def list_connections(workflow_id: WorkflowId, workflows: Workflows) -> ConnectionList:
-    items = [ConnectionPublic.model_validate(c)
-             for c in workflows.connections(workflow_id)]
-    return ConnectionList(connections=items, total=len(items))
+    carded = {int(n.id or 0) for n in workflows.nodes(workflow_id) if n.card}
+    return ConnectionList.of(workflows.connections(workflow_id), carded)
 
 
 @router.post("/{id}/connections", status_code=status.HTTP_201_CREATED)
 def add_connection(workflow_id: WorkflowId, body: ConnectionCreate,
-                   workflows: Workflows) -> ConnectionPublic:
-    return ConnectionPublic.model_validate(
-        workflows.add_connection(workflow_id, body.model_dump()))
+                   workflows: Workflows) -> ConnectionCreated:
+    return ConnectionCreated.of(workflows.add_connection(workflow_id, body.ends()),
+                                ui=body.in_ui_names)
 
 
 @router.put("/{id}/connections/{connection_id}")
 def update_connection(workflow_id: WorkflowId, connection_id: ConnectionId,
                       body: ConnectionUpdate, workflows: Workflows) -> Success:
-    workflows.update_connection(workflow_id, connection_id, body.model_dump())
+    workflows.update_connection(workflow_id, connection_id, body.ends())
     return Success(message="Connection updated")
 
 
@@ -131,8 +134,10 @@ def delete_connection(workflow_id: WorkflowId, connection_id: ConnectionId,
 
 # -- UI state ----------------------------------------------------------------------------------
 @router.get("/{id}/ui-state")
-def get_ui_state(workflow_id: WorkflowId, workflows: Workflows) -> UIState:
-    return UIState(ui_state=workflows.ui_state(workflow_id))
+def get_ui_state(workflow_id: WorkflowId,
+                 workflows: Workflows) -> UIState | ReferenceUIState:
+    return ui_state_answer(workflows.ui_state(workflow_id), UI_STATE_DEFAULTS,
+                           UI_ONLY_STATE_KEYS)
 
 
 @router.put("/{id}/ui-state")

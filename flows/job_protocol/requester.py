@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +24,7 @@ from flows.job_protocol.wire import (
 )
 from network.peer_errors import BulkError, PeerError
 from orchestrator.job_request import JobRequest
+from orchestrator.wiring import output_named
 
 log = logging.getLogger("remote_network.remote_jobs")
 
@@ -185,17 +186,16 @@ class RemoteDispatcher:
         return ""
 
     async def _bring_back(self, request: JobRequest, result: JobResult) -> JobResult:
-        """Fetch here the outputs that are results of the workflow (not wired onward)."""
+        """Fetch here the outputs that are results of the workflow: those not wired onward,
+        and those delivered to this node."""
         wired = set(request.wired_outputs)
         outputs = dict(result.outputs)
         real = {k: v for k, v in outputs.items() if not k.startswith("#")}
-        kept = {k for k in real if k in wired}
-        for alias in wired:
-            if alias.startswith("#") and alias in outputs:
-                # A wired alias keeps the output it names there, when that is unambiguous.
-                same = [k for k, v in real.items() if v.sha256 == outputs[alias].sha256]
-                if len(same) == 1:
-                    kept.add(same[0])
+
+        def named(keys: Iterable[str]) -> set[str]:
+            return {k for k in (output_named(outputs, key) for key in keys) if k is not None}
+
+        kept = named(wired) - named(request.delivered_outputs)
         try:
             for key, ref in real.items():
                 if key not in kept:
@@ -206,7 +206,8 @@ class RemoteDispatcher:
             return replace(result, outcome=failed, error=f"cannot fetch the outputs: {exc}")
         fetched = {v.sha256: v for k, v in outputs.items() if k in real and k not in kept}
         for key, ref in outputs.items():
-            if key.startswith("#") and key not in wired and ref.sha256 in fetched:
+            if (key.startswith("#") and (key not in wired or key in request.delivered_outputs)
+                    and ref.sha256 in fetched):
                 outputs[key] = fetched[ref.sha256]
         return replace(result, outputs=outputs)
 

@@ -153,6 +153,17 @@ def relative_inside(root: Path, rel: str, what: str) -> Path:
     return resolved
 
 
+def _executable_in_upload(root: Path, service_id: int, rel: str) -> Path:
+    """``rel`` inside the upload's directory; also as the web UI spells it, ``<id>/<path>``
+    (relative to the directory above): when ``rel`` does not exist and starts with the
+    service's id, that segment is dropped."""
+    exe = relative_inside(root, rel, "executable_path")
+    first, sep, rest = rel.partition("/")
+    if not exe.exists() and sep and first == str(service_id) and rest.strip("/"):
+        return relative_inside(root, rest, "executable_path")
+    return exe
+
+
 # -- the service -------------------------------------------------------------------------------
 class StandaloneServices:
     def __init__(self, settings: Settings, registry: ServiceRegistry) -> None:
@@ -314,6 +325,28 @@ class StandaloneServices:
     def check_upload_target(self, service_id: int) -> None:
         self._upload_service(service_id)
 
+    def check_stage_target(self, service_id: int) -> ServiceView:
+        """A service that may take staged files: one created by an upload, or the web UI's
+        placeholder (a STANDALONE service still INACTIVE, with no details yet)."""
+        view = self.registry.get(service_id)
+        if view.service.service_type != ServiceType.STANDALONE:
+            raise InvalidInput("Service is not a standalone service")
+        if view.standalone is None:
+            if view.service.status != ServiceStatus.INACTIVE:
+                raise InvalidInput("Service was not created by an upload")
+        elif view.standalone.source != "upload":
+            raise InvalidInput("Service was not created by an upload")
+        return view
+
+    def stage_upload(self, service_id: int, *, staged: Path,
+                     single_file: str | None) -> ServiceView:
+        """``replace_upload`` for ``check_stage_target``'s services: a placeholder becomes an
+        uploaded service (source ``upload``, INACTIVE until finalized)."""
+        view = self.check_stage_target(service_id)
+        if view.standalone is None:
+            self.registry.add_details(service_id, StandaloneDetails(source="upload"))
+        return self.replace_upload(service_id, staged=staged, single_file=single_file)
+
     def finalize(self, service_id: int,
                  config: RunConfig) -> tuple[ServiceView, list[Interface]]:
         view = self._upload_service(service_id)
@@ -322,7 +355,7 @@ class StandaloneServices:
         root = Path(details.install_dir)
         if not details.install_dir or not root.is_dir():
             raise InvalidInput("The service's upload is missing: upload the files again")
-        exe = relative_inside(root, config.executable_path, "executable_path")
+        exe = _executable_in_upload(root, service_id, config.executable_path)
         plain = details.executable_path and Path(details.executable_path).resolve() == exe
         if plain and exe.is_file() and not os.access(exe, os.X_OK):
             mode = exe.stat().st_mode

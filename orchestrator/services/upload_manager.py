@@ -25,6 +25,7 @@ from orchestrator.errors import DomainError
 from orchestrator.services.archive import ArchiveError, extract, is_archive
 from orchestrator.services.data_services import DataServices
 from orchestrator.services.standalone_services import StandaloneServices
+from orchestrator.services.ui_upload_manager import UiUploadManager
 from orchestrator.services.upload_store import UploadStore
 from orchestrator.services.uploads import (
     ChunkVerdict,
@@ -59,6 +60,9 @@ class UploadManager:
         self.protocol = UploadProtocol(UploadLimits(max_file_size=settings.upload_max_bytes,
                                                     ttl=settings.upload_ttl_seconds))
         self.store = UploadStore(settings.uploads_dir)
+        # The web UI's dialect (``file.upload.*``), on the same store, sweeper and limits.
+        self.ui = UiUploadManager(settings, store=self.store, standalone=standalone, data=data,
+                                  clock=clock)
         self._sweeper: asyncio.Task[None] | None = None
         # Sessions past END whose files are being turned into a service.
         self._completing: set[str] = set()
@@ -81,6 +85,7 @@ class UploadManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        await self.ui.stop()
 
     def _startup_cleanup(self) -> int:
         self.settings.uploads_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +101,7 @@ class UploadManager:
             await asyncio.sleep(self.sweep_interval)
             try:
                 await self.sweep()
+                await self.ui.sweep()
             except Exception:
                 log.exception("upload sweep failed")
 

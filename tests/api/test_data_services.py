@@ -71,6 +71,10 @@ async def test_data_upload_encrypted_round_trip(node_proc: NodeProcess, client: 
         encrypted = Path(details["file_path"])
         assert encrypted.is_relative_to(node_proc.data_dir / "services")
         raw = encrypted.read_bytes()
+        # Beside them, the names the original web UI's service page reads.
+        assert (details["size_bytes"], details["original_size_bytes"], details["hash"],
+                details["compression_type"]) == (len(raw), len(data), details["file_hash"],
+                                                 "none")
         assert marker not in raw and len(raw) > len(data)
         out = tmp_path / "plain"
         assert decrypt_file(encrypted, out, passphrase) == (len(data),

@@ -154,6 +154,45 @@ def stored(node: NodeProcess, digest: str) -> bool:
     return (node.data_dir / "artifacts" / digest[:2] / digest).exists()
 
 
+def test_outputs_connected_to_the_local_peer_are_delivered_here(mesh: Mesh) -> None:
+    """The original web UI's editor: B's output feeds C and also goes to the requesting node
+    ("Local Peer", ``to_node_id: null``) as b.txt; C's output goes there as final.txt. Every
+    end is named by type only, as the UI names them."""
+    a, b, c = mesh.clients
+    _pa, pb, pc = mesh.peer_ids
+    src = sh_service(b, "local-peer-src", "printf 'from b\\n'")
+    rev = sh_service(c, "local-peer-rev", "rev")
+    wf = a.post("/api/workflows", json={"name": "to-local-peer"}).json()["id"]
+    first, second = (a.post(f"/api/workflows/{wf}/nodes", json={
+        "service_id": sid, "peer_id": peer, "service_type": "STANDALONE", "gui_x": 10,
+        "gui_y": 20}).json()["id"] for sid, peer in ((src[0], pb), (rev[0], pc)))
+    for body in ({"from_node_id": first, "from_interface_type": "STDOUT",
+                  "to_node_id": second, "to_interface_type": "STDIN"},
+                 {"from_node_id": first, "from_interface_type": "STDOUT", "to_node_id": None,
+                  "to_interface_type": "STDIN", "destination_file_name": "b.txt"},
+                 {"from_node_id": second, "from_interface_type": "STDOUT", "to_node_id": None,
+                  "to_interface_type": "STDIN", "destination_file_name": "final.txt"}):
+        r = a.post(f"/api/workflows/{wf}/connections", json=body)
+        assert r.status_code == 201 and r.json()["connection"]["id"] == r.json()["id"], r.text
+
+    eid = execute(a, wf)
+    status = wait_done(a, eid)
+    assert status["status"] == "COMPLETED", status
+    results = {r["file_name"]: r for r in status["results"]}
+    assert set(results) == {"b.txt", "final.txt"}
+    for name, expected in (("b.txt", b"from b\n"), ("final.txt", b"b morf\n")):
+        result = results[name]
+        assert (result["interface_type"], result["size"]) == ("STDOUT", len(expected))
+        assert result["artifact_hash"] == hashlib.sha256(expected).hexdigest()
+        body = a.get(f"/api/job-executions/{result['job_execution_id']}/interfaces/"
+                     f"{result['interface_id']}/content")
+        # Here, on the requesting node, byte for byte, under the name the connection gave.
+        assert body.status_code == 200 and body.content == expected
+        assert f'filename="{name}"' in body.headers["content-disposition"]
+    by_node = {r["node_id"]: r for r in status["results"]}
+    assert by_node[first]["file_name"] == "b.txt" and by_node[second]["file_name"] == "final.txt"
+
+
 def test_data_services_feed_jobs_on_other_peers(mesh: Mesh) -> None:
     """A's DATA service feeds a job on C: A decrypts it for that job alone (its clear bytes are
     not left in A's store). B's DATA service is a node of A's workflow: B decrypts it and

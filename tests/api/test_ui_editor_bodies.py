@@ -67,12 +67,23 @@ def test_a_bare_ui_state_is_merged_into_the_stored_one(client: ApiClient) -> Non
     resp = client.put(url, json={"id": 9, "workflow_id": wf["id"], "created_at": "x",
                                  "snap_to_grid": True, "self_peer_x": 80, "self_peer_y": 40.5})
     assert resp.json() == {"success": True, "message": "UI state updated"}
-    assert client.get(url).json() == {"ui_state": {
-        "zoom": 2.0, "selected": [3], "snap_to_grid": True, "self_peer_x": 80,
-        "self_peer_y": 40.5}}
+    got = client.get(url).json()
+    assert got["ui_state"] == {"zoom": 2.0, "selected": [3], "snap_to_grid": True,
+                               "self_peer_x": 80, "self_peer_y": 40.5}
+    # Beside the reference's ui_state, the UI's keys at the top level (its defaults if unset).
+    assert {k: v for k, v in got.items() if k != "ui_state"} == {
+        "snap_to_grid": True, "zoom_level": 1, "pan_x": 0, "pan_y": 0, "self_peer_x": 80,
+        "self_peer_y": 40.5}
     for bad in ({"snap_to_grid": "yes"}, {"pan_x": float("1e300")}, {"id": 1}):
         assert client.put(url, json=bad).status_code == 400, bad
     assert client.get(url).json()["ui_state"]["snap_to_grid"] is True
+
+    # The UI sends back the whole object it read, with its own key changed: that key wins.
+    echoed = {**client.get(url).json(), "snap_to_grid": False, "self_peer_x": 120}
+    assert client.put(url, json=echoed).status_code == 200
+    got = client.get(url).json()
+    assert (got["snap_to_grid"], got["self_peer_x"]) == (False, 120)
+    assert got["ui_state"]["selected"] == [3] and got["ui_state"]["snap_to_grid"] is False
 
 
 def test_a_card_as_the_ui_sends_it_comes_back_whole(client: ApiClient) -> None:

@@ -323,7 +323,7 @@ async def test_ui_connection_gets_full_snapshots_and_reference_client_does_not(
 
 async def test_dot_case_request_switches_the_connection(client: ApiClient) -> None:
     async with ws_connect(client) as ws:
-        await ws.send('{"type": "file.upload.pause", "payload": {}}')
+        await ws.send('{"type": "chat.message.send", "payload": {}}')
         await next_of(ws, "error")
         await next_of(ws, "node.status")
 

@@ -72,7 +72,7 @@ class World:
         bus = EventBus()
         self.registry = ServiceRegistry(self.db, bus)
         self.workflows = WorkflowStore(self.db, bus, own_peer_id=PEER,
-                                       service_exists=self.registry.exists)
+                                       services=self.registry)
         self.artifacts = ArtifactStore(tmp / "artifacts")
         self.store = ExecutionStore(self.db, bus, own_peer_id=PEER)
         self.jobs = ScriptedDispatcher(self.artifacts)
@@ -221,3 +221,50 @@ async def test_a_dispatch_error_is_the_jobs_failure(world: World) -> None:
     job = world.store.jobs(eid)[nodes[0]]
     assert (job.status, job.error) == ("FAILED", "peer x: unreachable")
     assert world.store.execution(eid).error == f"node {nodes[0]} (far) failed: peer x: unreachable"
+
+
+async def test_an_output_connected_to_the_requesting_node_is_delivered_under_its_name(
+        world: World) -> None:
+    async def hello(request: JobRequest, _: LogSink | None) -> JobResult:
+        return world.jobs.output(request, "hello")
+
+    async def upper(request: JobRequest, _: LogSink | None) -> JobResult:
+        (inp,) = request.inputs
+        assert inp.artifact is not None
+        return world.jobs.output(request, world.artifacts.read_bytes(inp.artifact).decode().upper())
+
+    wf, nodes = world.chain(world.service("hello", hello), world.service("upper", upper))
+    # Both outputs go to the requesting node: the last one renamed, the first one as it is
+    # (and onward to the second job as well).
+    world.workflows.add_connection(wf, {"source_node_id": nodes[1], "target_node_id": None,
+                                        "source_interface_type": "STDOUT",
+                                        "destination_file_name": "shout.txt"})
+    world.workflows.add_connection(wf, {"source_node_id": nodes[0], "target_node_id": None})
+    eid = await world.run(wf)
+
+    assert world.store.status(eid) == "COMPLETED"
+    delivered = [(job.node_id, row.interface_type, row.delivered_as, row.value)
+                 for job, row in world.store.delivered(eid)]
+    assert sorted(delivered) == sorted([(nodes[0], "STDOUT", "stdout", "hello"),
+                                        (nodes[1], "STDOUT", "shout.txt", "HELLO")])
+    # The request says what is delivered, so a remote job's output comes back here.
+    assert world.jobs.requests[0].delivered_outputs == ("STDOUT",)
+    assert world.jobs.requests[0].wired_outputs == ("STDOUT",)
+
+
+async def test_a_delivered_output_the_job_did_not_produce_fails_the_job(world: World) -> None:
+    async def no_mount(request: JobRequest, _: LogSink | None) -> JobResult:
+        return world.jobs.output(request, "only stdout")
+
+    sid, _stdin, _stdout = world.service("plain", no_mount)
+    wf = int(world.workflows.create("lonely").id or 0)
+    n = int(world.workflows.add_node(wf, service_id=sid).id or 0)
+    conn = world.workflows.add_connection(wf, {"source_node_id": n, "target_node_id": None,
+                                               "source_interface_type": "STDERR"})
+    eid = await world.run(wf)
+
+    job = world.store.jobs(eid)[n]
+    assert (world.store.status(eid), job.status) == ("FAILED", "FAILED")
+    assert job.error == f"node {n} (plain) produced no STDERR output to deliver " \
+                        f"(connection {conn.id})"
+    assert world.store.delivered(eid) == []

@@ -42,7 +42,7 @@ def exercise_state_changes(db: Database) -> None:
                           details=StandaloneDetails(executable_path="/bin/cat"))
     sid = int(svc.service.id or 0)
     stdin, stdout = (int(i.id or 0) for i in svc.interfaces)
-    store = WorkflowStore(db, bus, own_peer_id=PEER, service_exists=registry.exists)
+    store = WorkflowStore(db, bus, own_peer_id=PEER, services=registry)
     wf = int(store.create("two").id or 0)
     a = store.add_node(wf, service_id=sid)
     b = store.add_node(wf, service_id=sid)

