@@ -290,11 +290,7 @@ class ServiceRegistry:
             if view.docker or view.standalone or view.data:
                 raise InvalidInput("The service has its details already")
             details.service_id = service_id
-            view.service.updated_at = utcnow()
-            s.add(details)
-            s.add(view.service)
-            s.commit()
-        self._changed("updated", view.service)
+            self._save_details(s, view, details)
         return self.get(service_id)
 
     def update_details(self, service_id: int, **changes: Any) -> ServiceView:
@@ -306,12 +302,15 @@ class ServiceRegistry:
                 raise NotFound("Service details not found")
             for key, value in changes.items():
                 setattr(details, key, value)
-            view.service.updated_at = utcnow()
-            s.add(details)
-            s.add(view.service)
-            s.commit()
-        self._changed("updated", view.service)
+            self._save_details(s, view, details)
         return self.get(service_id)
+
+    def _save_details(self, s: Session, view: ServiceView, details: Any) -> None:
+        view.service.updated_at = utcnow()
+        s.add(details)
+        s.add(view.service)
+        s.commit()
+        self._changed("updated", view.service)
 
     def delete(self, service_id: int) -> ServiceView:
         view = self.get(service_id)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from orchestrator.services.uploads import chunk_length
 from orchestrator.states import ServiceType
 
 START = "file.upload.start"
@@ -100,9 +101,7 @@ class FileStart:
     chunk_size: int
 
     def expected_size(self, index: int) -> int:
-        if index < self.total_chunks - 1:
-            return self.chunk_size
-        return self.total_size - self.chunk_size * (self.total_chunks - 1)
+        return chunk_length(index, self.total_size, self.chunk_size, self.total_chunks)
 
 
 @dataclass

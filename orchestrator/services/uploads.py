@@ -65,9 +65,14 @@ class UploadSpec:
     service_id: int | None = None
 
     def expected_size(self, index: int) -> int:
-        if index < self.total_chunks - 1:
-            return self.chunk_size
-        return self.file_size - self.chunk_size * (self.total_chunks - 1)
+        return chunk_length(index, self.file_size, self.chunk_size, self.total_chunks)
+
+
+def chunk_length(index: int, file_size: int, chunk_size: int, total_chunks: int) -> int:
+    """The size chunk ``index`` of a file must have: ``chunk_size``, the last one the rest."""
+    if index < total_chunks - 1:
+        return chunk_size
+    return file_size - chunk_size * (total_chunks - 1)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.services.data_crypto import decrypt_file
 from tests.api.helpers import db_path
-from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.node_process import ApiClient, NodeProcess, logged_in
 from tests.support.ui_upload_client import CHUNK, UiUploadSocket, start_payload
 
 MIB = 1024 * 1024
@@ -379,17 +379,10 @@ async def test_group_rules_over_the_socket(node_proc: NodeProcess, client: ApiCl
 # -- limits set through settings, on a node of this module's own ------------------------------
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, ApiClient]]:
-    node = NodeProcess(tmp_path_factory.mktemp("ui-tight") / "node",
-                       env={"RN_UPLOAD_TTL_SECONDS": "1", "RN_UPLOAD_MAX_BYTES": "1000"})
-    try:
-        node.start()
-        client = node.client()
-        try:
-            yield node, client
-        finally:
-            client.close()
-    finally:
-        node.stop()
+    with logged_in(NodeProcess(tmp_path_factory.mktemp("ui-tight") / "node",
+                               env={"RN_UPLOAD_TTL_SECONDS": "1",
+                                    "RN_UPLOAD_MAX_BYTES": "1000"})) as running:
+        yield running
 
 
 async def test_abandoned_group_expires(tight: tuple[NodeProcess, ApiClient]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.git_server import GitServer, git_server_fixture  # noqa: F401
-from tests.support.node_process import ApiClient, NodeProcess
+from tests.support.node_process import ApiClient, NodeProcess, logged_in
 from tests.support.upload_client import UploadSocket
 
 
@@ -23,15 +23,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProces
     (leftover / "00000000.chunk").write_bytes(b"x")
     staging = node.data_dir / "services" / ".staging" / "half-done"
     staging.mkdir(parents=True)
-    try:
-        node.start()
-        client = node.client()
-        try:
-            yield node, client
-        finally:
-            client.close()
-    finally:
-        node.stop()
+    with logged_in(node) as running:
+        yield running
 
 
 def test_leftovers_of_earlier_runs_removed_at_start(tuned: tuple[NodeProcess, ApiClient]) -> None:

@@ -234,3 +234,18 @@ def running_node(data_dir: Path, **kwargs: Any) -> Iterator[NodeProcess]:
         yield node
     finally:
         node.stop()
+
+
+@contextlib.contextmanager
+def logged_in(node: NodeProcess) -> Iterator[tuple[NodeProcess, ApiClient]]:
+    """Start the node (already made, so a test may prepare its data dir first) and log in;
+    the client is closed and the node stopped afterwards."""
+    node.start()
+    try:
+        client = node.client()
+        try:
+            yield node, client
+        finally:
+            client.close()
+    finally:
+        node.stop()
