@@ -81,13 +81,41 @@ class Health(BaseModel):
 
 
 # -- node and peers ----------------------------------------------------------------------------
+class CurrentRelaySession(BaseModel):
+    """A NAT node's session with its relay; the bytes (and the cost at the relay's price) as
+    the relay counts them, at its last keepalive answer."""
+
+    relay_peer_id: str
+    relay_node_id: str
+    endpoint: str
+    latency: str
+    latency_ms: int
+    pricing: Number
+    duration_seconds: int
+    ingress_bytes: int
+    egress_bytes: int
+    total_bytes: int
+    current_cost: Number
+
+
 class NodeStats(BaseModel):
+    """The reference's figures, and beside them those the original web UI's dashboard reads:
+    ``node_type`` (``private`` for a node behind NAT, which keeps a relay), ``quic_port``, and
+    on a relay its sessions now, their cap, its price and the bytes they carried."""
+
     peer_id: str
     dht_node_id: str
     relay_mode: bool
     nat_mode: bool
     connected_relay: str | None
     active_connections: int
+    node_type: str
+    quic_port: int
+    active_sessions: int | None = _omitted()
+    max_connections: int | None = _omitted()
+    pricing_per_gb: Number | None = _omitted()
+    total_bytes: int | None = _omitted()
+    current_relay_session: CurrentRelaySession | None = _omitted()
 
 
 class NodeStatus(BaseModel):

@@ -157,7 +157,9 @@ class RelayService:
         if session is None:
             raise RequestRejected("no relay session: register first")
         session.last_keepalive = self.clock()
-        return {"session_id": session.session_id}
+        # The session's bytes as this relay counts (and bills) them, for its client to show.
+        return {"session_id": session.session_id, "ingress_bytes": session.ingress_bytes,
+                "egress_bytes": session.egress_bytes}
 
     async def _on_unregister(self, request: IncomingRequest) -> dict[str, Any]:
         session = self.sessions.remove(request.peer_id)

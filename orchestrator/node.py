@@ -216,7 +216,15 @@ class Node:
             "nat_mode": self.settings.nat,
             "connected_relay": self.nat_relay.connected_relay_id if self.nat_relay else "",
             "active_connections": self.transport.active_connections,
+            # What the original web UI's dashboard also reads: "private" is how it knows a
+            # node keeps a relay (and shows its relay section), and the relay's figures.
+            "node_type": "private" if self.settings.nat else "public",
+            "quic_port": self.settings.quic_port,
+            **(self.relay_service.totals() if self.relay_service is not None else {}),
         }
+        session = self.nat_relay.current_session() if self.nat_relay is not None else None
+        if session is not None:
+            stats["current_relay_session"] = session
         return {
             "peer_id": self.peer_id,
             "dht_node_id": self.dht.node_id_hex,

@@ -60,6 +60,14 @@ class RelayServer:
     def sessions(self) -> list[dict[str, Any]]:
         return self.service.list()
 
+    def totals(self) -> dict[str, Any]:
+        """The relay's figures for node status: sessions now, the cap, the price, and the
+        bytes the sessions open now have carried."""
+        rows = self.service.list()
+        return {"active_sessions": len(rows), "max_connections": self.service.sessions.capacity,
+                "pricing_per_gb": self.service.price_per_gb,
+                "total_bytes": sum(r["total_bytes"] for r in rows)}
+
     def _session(self, session_id: str) -> Any:
         session = self.service.sessions.get(session_id)
         if session is None:
@@ -114,6 +122,10 @@ class RelayClient:
         self.nat_type = NAT_TYPE
         self.connected = connected
         self.session_id = ""
+        self.connected_since = 0.0  # wall-clock seconds, while connected
+        # The session's bytes as the relay last reported them (ingress: what it received
+        # from us; egress: what it forwarded to us).
+        self.relay_bytes = (0, 0)
         self.preferred = self._load_preference()
         self.auto = True  # keep a relay; off after a disconnect asked for through the API
         self._candidates: dict[str, Candidate] = {}
@@ -145,14 +157,8 @@ class RelayClient:
         for c in sorted(self._candidates.values(),
                         key=lambda c: (not c.available, c.latency_ms or float("inf"))):
             info = self.peers.get(c.peer_id)
-            record = info.record if info else None
-            addresses = record.quic_addresses if record else ()
             out.append({
-                "node_id": record.dht_node_id if record else "",
-                "peer_id": c.peer_id,
-                "endpoint": f"{addresses[0][0]}:{addresses[0][1]}" if addresses else "",
-                "latency": f"{round(c.latency_ms)}ms" if c.latency_ms is not None else "",
-                "latency_ms": round(c.latency_ms) if c.latency_ms is not None else 0,
+                **self._reached(c),
                 "reputation_score": round(c.answers / c.probes, 3) if c.probes else 0.0,
                 "pricing_per_gb": c.pricing_per_gb,
                 "capacity": c.capacity,
@@ -163,6 +169,36 @@ class RelayClient:
                 "unavailable_msg": "" if c.available else c.unavailable_msg,
             })
         return out
+
+    def current_session(self) -> dict[str, Any] | None:
+        """The session with the relay this node is connected to (None: none): where the relay
+        is, how far, its price, how long, and its bytes and cost as the relay counts them."""
+        relay = self.connected_relay_id
+        if not relay:
+            return None
+        c = self._candidates.get(relay) or Candidate(relay)
+        reached = self._reached(c)
+        ingress, egress = self.relay_bytes
+        total = ingress + egress
+        return {"relay_peer_id": relay, "relay_node_id": reached["node_id"],
+                "endpoint": reached["endpoint"], "latency": reached["latency"],
+                "latency_ms": reached["latency_ms"], "pricing": c.pricing_per_gb,
+                "duration_seconds": int(max(0.0, time.time() - self.connected_since)),
+                "ingress_bytes": ingress, "egress_bytes": egress, "total_bytes": total,
+                "current_cost": round(total / 1e9 * c.pricing_per_gb, 9)}
+
+    def _reached(self, c: Candidate) -> dict[str, Any]:
+        """A relay's DHT node id, its first QUIC address and the latency last measured."""
+        info = self.peers.get(c.peer_id)
+        record = info.record if info else None
+        addresses = record.quic_addresses if record else ()
+        return {
+            "node_id": record.dht_node_id if record else "",
+            "peer_id": c.peer_id,
+            "endpoint": f"{addresses[0][0]}:{addresses[0][1]}" if addresses else "",
+            "latency": f"{round(c.latency_ms)}ms" if c.latency_ms is not None else "",
+            "latency_ms": round(c.latency_ms) if c.latency_ms is not None else 0,
+        }
 
     def connect(self, peer_id: str) -> None:
         """Connect to ``peer_id`` in the background (it must be a relay candidate)."""
@@ -273,8 +309,11 @@ class RelayClient:
     async def _keepalive(self) -> bool:
         relay = self.connected_relay_id
         try:
-            await self.transport.request(relay, RELAY_KEEPALIVE, {},
-                                         timeout=self.settings.relay_probe_timeout)
+            answer = await self.transport.request(relay, RELAY_KEEPALIVE, {},
+                                                  timeout=self.settings.relay_probe_timeout)
+            if self.connected_relay_id == relay:
+                self.relay_bytes = (relay_byte_count(answer, "ingress_bytes"),
+                                    relay_byte_count(answer, "egress_bytes"))
             return True
         except PeerError as exc:
             log.warning("relay %s lost: %s", relay[:16], exc.reason)
@@ -297,6 +336,8 @@ class RelayClient:
     def _set_connected(self, relay: str, session_id: str) -> None:
         changed = relay != self.connected_relay_id
         self.connected.peer_id, self.session_id = relay, session_id
+        if changed:
+            self.connected_since, self.relay_bytes = time.time(), (0, 0)
         if changed:
             self._publish()
 
@@ -340,6 +381,15 @@ class RelayClient:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"preferred": self.preferred}))
         tmp.replace(path)
+
+
+def relay_byte_count(answer: Any, key: str) -> int:
+    """A byte count from a relay's answer: a whole number from 0 to 2**63 - 1, else 0 (a relay
+    is a stranger too; the figure is only shown)."""
+    value = answer.get(key) if isinstance(answer, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return 0
 
 
 def relay_for(peers: PeerDirectory, peer_id: str) -> str | None:

@@ -29,6 +29,9 @@ def test_status_shape(node_proc: NodeProcess, client: ApiClient) -> None:
     assert stats["dht_node_id"] == body["dht_node_id"]
     assert stats["relay_mode"] is False and stats["nat_mode"] is False
     assert isinstance(stats["active_connections"], int)
+    # What the original web UI's dashboard also reads; no relay figures off relay mode.
+    assert (stats["node_type"], stats["quic_port"]) == ("public", node_proc.quic_port)
+    assert "active_sessions" not in stats
     # The peer id is the one the CLI reports for the same data dir.
     assert body["peer_id"] == __import__("hashlib").sha1(
         bytes(__import__("nacl.signing").signing.SigningKey(node_proc.seed()).verify_key)

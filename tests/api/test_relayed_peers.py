@@ -224,6 +224,30 @@ def test_job_on_the_nat_node_runs_through_the_relay(trio: Trio) -> None:
     assert after["ingress_bytes"] > before["ingress_bytes"] + 1000
     assert after["total_bytes"] == after["ingress_bytes"] + after["egress_bytes"]
     assert after["earnings"] == round(after["total_bytes"] / 1e9 * 0.01, 9)
+    # The dashboard's figures: the relay's totals cover that session; the NAT node is private.
+    relay_stats = trio.relay.get("/api/node/status").json()["stats"]
+    assert (relay_stats["node_type"], relay_stats["max_connections"],
+            relay_stats["pricing_per_gb"]) == ("public", 100, 0.01)
+    assert relay_stats["active_sessions"] >= 1
+    assert relay_stats["total_bytes"] >= after["total_bytes"]
+    nat_stats = trio.nat.get("/api/node/status").json()["stats"]
+    assert nat_stats["node_type"] == "private" and "active_sessions" not in nat_stats
+
+    # The NAT node's "Current relay" card: the session as the relay counts it, from the
+    # relay's answer to the next keepalive.
+    seen: dict[str, Any] = {}
+
+    def counted() -> bool:
+        stats = trio.nat.get("/api/node/status").json()["stats"]
+        seen.update(stats.get("current_relay_session") or {})
+        return seen.get("total_bytes", 0) >= after["total_bytes"]
+
+    wait_until(counted, 60, "the NAT node shows the relay's byte count")
+    current = seen
+    assert current["relay_peer_id"] == trio.ids[0] and current["pricing"] == 0.01
+    assert current["total_bytes"] == current["ingress_bytes"] + current["egress_bytes"]
+    assert current["current_cost"] == round(current["total_bytes"] / 1e9 * 0.01, 9)
+    assert current["endpoint"] and current["latency"].endswith("ms")
 
 
 def test_nat_node_disconnects_connects_and_prefers(trio: Trio) -> None:
