@@ -255,14 +255,28 @@ def job_status_updated(payload: dict[str, Any], src: Sources) -> list[dict[str, 
 
 def docker_operation(kind: str, payload: dict[str, Any], src: Sources) -> list[dict[str, Any]]:
     """``docker.operation.*``: the reference's payload, plus the log line as ``stream``
-    (progress) and the created service as ``service`` (complete)."""
+    (progress) and the created service as ``service`` (complete). A progress event of a pull
+    is also ``docker.pull.progress {service_name, image_name, status, progress}``, and a build
+    line ``docker.build.output {service_name, image_name, stream, error}``: the add-service
+    wizard follows those, keyed by the service's name."""
     out = dict(payload)
-    if kind == ev.DOCKER_OPERATION_PROGRESS and out.get("log") and "stream" not in out:
-        out["stream"] = out["log"]
+    also: list[dict[str, Any]] = []
+    if kind == ev.DOCKER_OPERATION_PROGRESS:
+        if out.get("log") and "stream" not in out:
+            out["stream"] = out["log"]
+        named = {"service_name": out.get("service_name", ""),
+                 "image_name": out.get("image_name", "")}
+        if out.get("phase") == "pull":
+            also.append(envelope("docker.pull.progress", {
+                **named, "status": out.get("log") or out.get("message", ""),
+                "progress": out.get("percentage")}))
+        elif out.get("phase") == "build" and out.get("log"):
+            also.append(envelope("docker.build.output", {**named, "stream": out["log"],
+                                                         "error": None}))
     if kind == ev.DOCKER_OPERATION_COMPLETE and out.get("service_id") is not None:
         with contextlib.suppress(NotFound):
             out["service"] = ui_service(src.services.get(out["service_id"]), src.policy)
-    return [envelope(DOCKER_TYPES[kind], out)]
+    return [envelope(DOCKER_TYPES[kind], out), *also]
 
 
 def translate(kind: str, payload: dict[str, Any], src: Sources) -> list[dict[str, Any]]:

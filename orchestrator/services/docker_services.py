@@ -182,7 +182,8 @@ class DockerServices:
         try:
             existed = docker_build.image_config(self.client, ref) is not None
             docker_build.pull_image(self.client, name, tag, username=username,
-                                    password=password, on_progress=self._reporter(op))
+                                    password=password,
+                                    on_progress=self._reporter(op, "pull", req.name, ref))
             config = docker_build.image_config(self.client, ref) or {}
             image_id = self._image_id(ref)
             details = DockerDetails(
@@ -294,12 +295,14 @@ class DockerServices:
             name, tag = f"{BUILT_REPOSITORY}/{slug(req.name)}", uuid.uuid4().hex[:12]
             docker_build.build_image(self.client, plan, f"{name}:{tag}",
                                      labels={docker_build.IMAGE_LABEL: req.name},
-                                     on_progress=self._reporter(op))
+                                     on_progress=self._reporter(op, "build", req.name,
+                                                                f"{name}:{tag}"))
             ours = True
         else:
             name, tag = docker_build.split_reference(plan.pull_image)
             ours = docker_build.image_config(self.client, f"{name}:{tag}") is None
-            docker_build.pull_image(self.client, name, tag, on_progress=self._reporter(op))
+            docker_build.pull_image(self.client, name, tag, on_progress=self._reporter(
+                op, "pull", req.name, f"{name}:{tag}"))
         ref = f"{name}:{tag}"
         keep = self.keep_root / uuid.uuid4().hex
         try:
@@ -434,12 +437,16 @@ class DockerServices:
         payload.update(extra)
         self.bus.publish(kind, payload)
 
-    def _reporter(self, op: str) -> Callable[[str, int | None, str | None], None]:
+    def _reporter(self, op: str, phase: str, service_name: str,
+                  image: str) -> Callable[[str, int | None, str | None], None]:
+        """Progress of a pull or a build: each event also names its phase, the service and
+        the image, which is how the web UI's wizard keys its progress."""
         last = [0]
 
         def report(message: str, percentage: int | None, line: str | None) -> None:
             if percentage is not None:
                 last[0] = percentage
             extra = {"log": line} if line is not None else {}
-            self._event(OP_PROGRESS, op, message, last[0], **extra)
+            self._event(OP_PROGRESS, op, message, last[0], phase=phase,
+                        service_name=service_name, image_name=image, **extra)
         return report

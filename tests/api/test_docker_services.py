@@ -286,6 +286,10 @@ def test_from_git_builds_in_background_with_progress(
     progress = [e["payload"] for e in events if e["type"] == "DOCKER_OPERATION_PROGRESS"]
     logs = [p["log"] for p in progress if "log" in p]
     assert any(line.startswith("Step 1/") for line in logs)
+    # Each build line names its phase, the service and the image (the UI keys on them).
+    built = [p for p in progress if "log" in p]
+    assert {(p["phase"], p["service_name"]) for p in built} == {("build", "git-app")}
+    assert all(p["image_name"].startswith("remote-network/") for p in built), built[0]
     percentages = [p["percentage"] for p in progress if "percentage" in p]
     assert percentages == sorted(percentages) and len(set(percentages)) >= 4
     sid = events[-1]["payload"]["service_id"]

@@ -180,6 +180,21 @@ def test_renamed_events_keep_their_payload(registry: ServiceRegistry) -> None:
     [g] = ui_events.translate(ev.DOCKER_OPERATION_PROGRESS,
                               {"operation_id": "op", "message": "m", "log": "Step 1"}, src)
     assert g["type"] == "docker.operation.progress" and g["payload"]["stream"] == "Step 1"
+    pull = {"operation_id": "op", "message": "Pulling", "percentage": 40, "phase": "pull",
+            "service_name": "web", "image_name": "nginx:1", "log": "Downloading layer"}
+    [g, p] = ui_events.translate(ev.DOCKER_OPERATION_PROGRESS, pull, src)
+    assert g["type"] == "docker.operation.progress"
+    assert (p["type"], p["payload"]) == ("docker.pull.progress", {
+        "service_name": "web", "image_name": "nginx:1", "status": "Downloading layer",
+        "progress": 40})
+    build = {**pull, "phase": "build", "log": "Step 1/2 : FROM busybox"}
+    [g, b] = ui_events.translate(ev.DOCKER_OPERATION_PROGRESS, build, src)
+    assert (b["type"], b["payload"]) == ("docker.build.output", {
+        "service_name": "web", "image_name": "nginx:1", "stream": "Step 1/2 : FROM busybox",
+        "error": None})
+    # A build step without a line of output says nothing in the UI's build log.
+    assert len(ui_events.translate(ev.DOCKER_OPERATION_PROGRESS,
+                                   {**build, "log": None}, src)) == 1
     [e] = ui_events.translate(ev.DOCKER_OPERATION_ERROR,
                               {"operation_id": "op", "message": "m", "error": "x"}, src)
     assert e["type"] == "docker.operation.error" and e["payload"]["error"] == "x"
