@@ -201,7 +201,7 @@ class DockerServices:
             self._event(OP_ERROR, op, exc.message, None, error=exc.message)
             raise
         self._event(OP_COMPLETE, op, "Docker service created", 100, service_id=view.service.id,
-                    image=ref)
+                    image=ref, suggested_interfaces=[i.to_dict() for i in suggested])
         return Created(view, suggested)
 
     # -- from git ----------------------------------------------------------------------------
@@ -243,12 +243,14 @@ class DockerServices:
                                     password=password)
             self._event(OP_PROGRESS, op, "Repository cloned", 0)
             plan = docker_build.plan_source(root)
-            view = self._build_and_record(req, plan, "git", op)
+            created = self._build_and_record(req, plan, "git", op)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        view = created.view
         self._event(OP_COMPLETE, op, "Docker service created", 100, service_id=view.service.id,
                     image=f"{view.docker.image_name}:{view.docker.image_tag}"
-                    if view.docker else "")
+                    if view.docker else "",
+                    suggested_interfaces=[i.to_dict() for i in created.suggested])
 
     async def validate_git(self, url: str, username: str | None = None,
                            password: str | None = None) -> str | None:
@@ -275,20 +277,17 @@ class DockerServices:
                     source="local")
         try:
             plan = docker_build.plan_source(path)
-            created = self._build_and_record_with_suggestions(req, plan, "local", op)
+            created = self._build_and_record(req, plan, "local", op)
         except DomainError as exc:
             self._event(OP_ERROR, op, exc.message, None, error=exc.message)
             raise
         self._event(OP_COMPLETE, op, "Docker service created", 100,
-                    service_id=created.view.service.id)
+                    service_id=created.view.service.id,
+                    suggested_interfaces=[i.to_dict() for i in created.suggested])
         return created
 
     # -- shared by git and local -------------------------------------------------------------
-    def _build_and_record(self, req: Request, plan: SourcePlan, source: str, op: str
-                          ) -> ServiceView:
-        return self._build_and_record_with_suggestions(req, plan, source, op).view
-
-    def _build_and_record_with_suggestions(self, req: Request, plan: SourcePlan, source: str,
+    def _build_and_record(self, req: Request, plan: SourcePlan, source: str,
                                            op: str) -> Created:
         ours = False
         if plan.builds:

@@ -295,6 +295,9 @@ def test_from_git_builds_in_background_with_progress(
     sid = events[-1]["payload"]["service_id"]
     details = client.get(f"{DOCKER}/{sid}/details").json()["details"]
     assert details["source"] == "git"
+    # The completion names what was suggested, as the web UI's wizard reads it.
+    done_paths = {i["path"] for i in events[-1]["payload"]["suggested_interfaces"]}
+    assert "VERSION" in done_paths
     paths = {i["path"] for i in client.get(f"/api/services/{sid}/interfaces").json()["interfaces"]}
     assert {"APP_MODE", "/results", "VERSION"} <= paths
     suggested = client.get(f"{DOCKER}/{sid}/interfaces/suggested").json()["suggested_interfaces"]
