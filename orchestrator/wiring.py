@@ -76,6 +76,24 @@ def output_named(outputs: Mapping[str, Any], key: str) -> str | None:
     return same[0] if len(same) == 1 else None
 
 
+def validate_destination_file_name(value: Any) -> str | None:
+    """A plain file name (no directory, no ``.``/``..``, no control characters, at most 255
+    bytes), trimmed; empty: None."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("destination_file_name must be a string")
+    name = value.strip()
+    if not name:
+        return None
+    if (name in (".", "..") or "/" in name or "\\" in name
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)
+            or len(name.encode()) > 255):
+        raise InvalidInput("destination_file_name must be a plain file name (no '/', '\\', "
+                           "'.' or '..', no control characters, at most 255 bytes)")
+    return name
+
+
 def normalize_mount(path: str) -> str:
     """A MOUNT path as interfaces are compared: stripped, without a trailing slash."""
     path = (path or "").strip()

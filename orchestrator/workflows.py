@@ -24,7 +24,7 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.states import InterfaceType
-from orchestrator.wiring import can_input, can_output
+from orchestrator.wiring import can_input, can_output, validate_destination_file_name
 
 log = logging.getLogger("remote_network.workflows")
 
@@ -368,21 +368,3 @@ def _interface_type(value: Any, field: str) -> str | None:
     if kind not in InterfaceType.__members__:
         raise InvalidInput(f"{field} must be one of " + ", ".join(InterfaceType))
     return kind
-
-
-def validate_destination_file_name(value: Any) -> str | None:
-    """A plain file name (no directory, no ``.``/``..``, no control characters, at most 255
-    bytes), trimmed; empty: None."""
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidInput("destination_file_name must be a string")
-    name = value.strip()
-    if not name:
-        return None
-    if (name in (".", "..") or "/" in name or "\\" in name
-            or any(ord(c) < 32 or ord(c) == 127 for c in name)
-            or len(name.encode()) > 255):
-        raise InvalidInput("destination_file_name must be a plain file name (no '/', '\\', "
-                           "'.' or '..', no control characters, at most 255 bytes)")
-    return name

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flows.client.errors import DefinitionError
+from orchestrator.errors import InvalidInput
 from orchestrator.states import InterfaceType
 from orchestrator.wiring import (
     TEXT_INPUTS,
@@ -39,6 +40,7 @@ from orchestrator.wiring import (
     normalize_mount,
     output_key,
     topological_order,
+    validate_destination_file_name,
 )
 
 if TYPE_CHECKING:
@@ -95,6 +97,19 @@ class Edge:
 
     def __str__(self) -> str:
         return f"{self.source} -> {self.target}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An output delivered to the node that runs the workflow (the original web UI's "Local
+    Peer"), under ``file_name`` when one is given."""
+
+    source: Port
+    file_name: str | None = None
+
+    def to_item(self) -> str | dict[str, str]:
+        return str(self.source) if self.file_name is None else {"from": str(self.source),
+                                                                 "as": self.file_name}
 
 
 class Step:
@@ -173,6 +188,7 @@ class Workflow:
     description: str = ""
     steps: dict[str, Step] = field(default_factory=dict, init=False)
     edges: list[Edge] = field(default_factory=list, init=False)
+    deliveries: list[Delivery] = field(default_factory=list, init=False)
     # Set by ``register``: the workflow's id on the node and each step's node id.
     id: int | None = field(default=None, init=False)
     node_ids: dict[str, int] = field(default_factory=dict, init=False)
@@ -255,6 +271,23 @@ class Workflow:
         self.edges.append(edge)
         return edge
 
+    def deliver(self, source: Port, *, as_name: str | None = None) -> Delivery:
+        """Deliver ``source`` (an output) to the node that runs the workflow, as ``as_name``
+        (a plain file name) if given: the node fetches it from the peer that made it."""
+        if source.step.workflow is not self or self.steps.get(source.step.name) is not source.step:
+            raise DefinitionError(f"{source} belongs to another workflow")
+        if not source.can_output:
+            raise DefinitionError(f"cannot deliver {source}: it is an input")
+        try:
+            name = validate_destination_file_name(as_name)
+        except InvalidInput as exc:
+            raise DefinitionError(f"cannot deliver {source}: {exc.message}") from None
+        if any(d.source.key() == source.key() for d in self.deliveries):
+            raise DefinitionError(f"{source} is delivered already")
+        delivery = Delivery(source, name)
+        self.deliveries.append(delivery)
+        return delivery
+
     def _path(self, start: Step, goal: Step) -> list[str]:
         """Step names along a path of existing edges from ``start`` to ``goal``, or []."""
         parents: dict[str, str | None] = {start.name: None}
@@ -321,8 +354,11 @@ class Workflow:
                 item["interfaces"] = step.interfaces
             item.update(step.config)
             nodes[step.name] = item
-        return {"name": self.name, "description": self.description, "nodes": nodes,
-                "edges": [str(e) for e in self.edges]}
+        out = {"name": self.name, "description": self.description, "nodes": nodes,
+               "edges": [str(e) for e in self.edges]}
+        if self.deliveries:
+            out["deliver"] = [d.to_item() for d in self.deliveries]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Workflow:
@@ -330,7 +366,7 @@ class Workflow:
         if not isinstance(data, dict):
             raise DefinitionError("a workflow definition must be a mapping with name, nodes "
                                   "and edges")
-        unknown = set(data) - {"name", "description", "nodes", "edges"}
+        unknown = set(data) - {"name", "description", "nodes", "edges", "deliver"}
         if unknown:
             raise DefinitionError("unknown workflow keys: " + ", ".join(sorted(unknown)))
         name = data.get("name")
@@ -344,6 +380,19 @@ class Workflow:
             raise DefinitionError("'edges' must be a list like ['gen.stdout -> upper.stdin']")
         for raw in edges:
             wf.connect(*parse_edge(wf, raw))
+        deliver = data.get("deliver") or []
+        if not isinstance(deliver, list):
+            raise DefinitionError("'deliver' must be a list like ['upper.stdout'] or "
+                                  "[{from: upper.stdout, as: result.txt}]")
+        for raw in deliver:
+            if isinstance(raw, dict) and set(raw) <= {"from", "as"} and "from" in raw:
+                wf.deliver(parse_port(wf, str(raw["from"])),
+                           as_name=None if raw.get("as") is None else str(raw["as"]))
+            elif isinstance(raw, str):
+                wf.deliver(parse_port(wf, raw))
+            else:
+                raise DefinitionError(f"deliver item {raw!r} must be 'STEP.port' or "
+                                      "{from: STEP.port, as: NAME}")
         wf.validate()
         return wf
 

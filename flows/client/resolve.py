@@ -83,8 +83,20 @@ class NodeBody:
 class ConnectionBody:
     source_step: str
     source_interface_id: int
-    target_step: str
-    target_interface_id: int
+    target_step: str | None  # None: the node that runs the workflow
+    target_interface_id: int | None
+    destination_file_name: str | None = None
+
+    def body(self, node_ids: dict[str, int]) -> dict[str, Any]:
+        """The connection as ``POST /api/workflows/{id}/connections`` takes it."""
+        out: dict[str, Any] = {
+            "source_node_id": node_ids[self.source_step],
+            "source_interface_id": self.source_interface_id,
+            "target_node_id": node_ids[self.target_step] if self.target_step else None,
+            "target_interface_id": self.target_interface_id}
+        if self.destination_file_name is not None:
+            out["destination_file_name"] = self.destination_file_name
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,11 @@ def resolve(workflow: Workflow, catalog: ServiceCatalog) -> Resolved:
         src = find_interface(edge.source, *services[edge.source.step.name], as_output=True)
         dst = find_interface(edge.target, *services[edge.target.step.name], as_output=False)
         connections.append(ConnectionBody(edge.source.step.name, src, edge.target.step.name, dst))
+    for delivery in workflow.deliveries:
+        src = find_interface(delivery.source, *services[delivery.source.step.name],
+                             as_output=True)
+        connections.append(ConnectionBody(delivery.source.step.name, src, None, None,
+                                          delivery.file_name))
     return Resolved(nodes, connections)
 
 

@@ -49,6 +49,9 @@ class Execution:
     error: str | None = None
     progress: float | None = None
     jobs: list[JobOutputs] = field(default_factory=list)
+    # The outputs delivered to the node that ran it (``Workflow.deliver``), by file name: each
+    # {job_execution_id, node_id, interface_id, interface_type, file_name, artifact_hash, size}.
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -96,12 +99,7 @@ def register(workflow: Workflow, client: NodeClient) -> int:
     for node in resolved.nodes:
         node_ids[node.step] = int(client.post(f"/api/workflows/{wid}/nodes", json=node.body)["id"])
     for conn in resolved.connections:
-        client.post(f"/api/workflows/{wid}/connections", json={
-            "source_node_id": node_ids[conn.source_step],
-            "source_interface_id": conn.source_interface_id,
-            "target_node_id": node_ids[conn.target_step],
-            "target_interface_id": conn.target_interface_id,
-        })
+        client.post(f"/api/workflows/{wid}/connections", json=conn.body(node_ids))
     workflow.id, workflow.node_ids = wid, node_ids
     return wid
 
@@ -136,9 +134,11 @@ def collect(client: NodeClient, status: dict[str, Any]) -> Execution:
     execution_id, workflow_id = int(status["id"]), int(status["workflow_id"])
     names = step_names(client, workflow_id)
     feeding = {c["source_node_id"] for c in
-               client.get(f"/api/workflows/{workflow_id}/connections")["connections"]}
+               client.get(f"/api/workflows/{workflow_id}/connections")["connections"]
+               if c.get("target_node_id") is not None}
     execution = Execution(execution_id, workflow_id, str(status["status"]), status.get("error"),
-                          status.get("progress"))
+                          status.get("progress"),
+                          results={str(r["file_name"]): r for r in status.get("results") or []})
     for job in client.get(f"/api/workflow-executions/{execution_id}/jobs")["jobs"]:
         node_id = job.get("node_id")
         outputs = JobOutputs(int(job["id"]), node_id, names.get(node_id, f"node-{node_id}"),

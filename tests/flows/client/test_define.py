@@ -303,3 +303,47 @@ def test_remote_steps_need_an_id_and_interfaces() -> None:
     own = Workflow("w")
     own.step("generate", peer_id=PEER)  # this node's own peer id: looked up locally
     assert resolve(own, catalog()).nodes[0].body["service_id"] == 1
+
+
+# -- delivering results to the node that runs the workflow ------------------------------------
+def test_a_delivery_round_trips_and_resolves_to_a_null_target() -> None:
+    wf = pipeline()
+    wf.deliver(wf.steps["count"].stdout, as_name=" count.txt ")
+    wf.deliver(wf.steps["upper"].stdout)
+    data = wf.to_dict()
+    assert data["deliver"] == [{"from": "count.stdout", "as": "count.txt"}, "upper.stdout"]
+    assert Workflow.from_dict(data).to_dict() == data
+    resolved = resolve(wf, catalog())
+    bodies = [c.body({"generate": 1, "upper": 2, "count": 3}) for c in resolved.connections]
+    assert bodies[-2:] == [
+        {"source_node_id": 3, "source_interface_id": 31, "target_node_id": None,
+         "target_interface_id": None, "destination_file_name": "count.txt"},
+        {"source_node_id": 2, "source_interface_id": 21, "target_node_id": None,
+         "target_interface_id": None}]
+
+
+@pytest.mark.parametrize(("deliver", "message"), [
+    (lambda wf: wf.deliver(wf.steps["upper"].stdin), "cannot deliver upper.stdin: it is an "
+     "input"),
+    (lambda wf: wf.deliver(wf.steps["upper"].stdout, as_name="../x"),
+     "cannot deliver upper.stdout: destination_file_name must be a plain file name"),
+    (lambda wf: (wf.deliver(wf.steps["upper"].stdout), wf.deliver(wf.steps["upper"].stdout)),
+     "upper.stdout is delivered already"),
+    (lambda wf: wf.deliver(Workflow("other").step("x").stdout), "belongs to another workflow"),
+])
+def test_bad_deliveries_are_refused_before_anything_is_sent(deliver: Any, message: str) -> None:
+    wf = pipeline()
+    with pytest.raises(DefinitionError, match=message):
+        deliver(wf)
+
+
+@pytest.mark.parametrize(("deliver", "message"), [
+    ("nope", "'deliver' must be a list"),
+    ([{"to": "upper.stdout"}], "deliver item"),
+    ([7], "deliver item"),
+    (["zz.stdout"], "no step named 'zz'"),
+])
+def test_bad_deliver_entries_in_files_name_the_culprit(deliver: Any, message: str) -> None:
+    data = {**pipeline().to_dict(), "deliver": deliver}
+    with pytest.raises(DefinitionError, match=message):
+        Workflow.from_dict(data)

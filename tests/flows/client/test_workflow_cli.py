@@ -333,6 +333,25 @@ def test_template_example_runs_through_the_python_api(node_client: NodeClient) -
         "count-bytes": ("28\n", True)}
 
 
+def test_a_delivered_output_comes_back_under_its_name(node_client: NodeClient,
+                                                     svc: dict[str, int]) -> None:
+    gen, upper, _ = names(svc)
+    wf = Workflow(f"f-deliver-{uuid.uuid4().hex[:6]}")
+    a, b = wf.step(gen, name="gen"), wf.step(upper, name="upper")
+    a.stdout >> b.stdin
+    wf.deliver(b.stdout, as_name="shout.txt")
+    execution = wf.run(node_client, timeout=240, poll_interval=0.2)
+    assert execution.ok, execution.error
+    result = execution.results["shout.txt"]
+    assert (result["interface_type"], result["node_id"]) == ("STDOUT", wf.node_ids["upper"])
+    assert result["size"] == len("HELLO REMOTE NETWORK\n")
+    # A step whose output is only delivered is still a result of the workflow.
+    assert {j.step: j.final for j in execution.jobs} == {"gen": False, "upper": True}
+    rows = node_client.get(f"/api/workflows/{wf.id}/connections")["connections"]
+    assert [(r["target_node_id"], r.get("destination_file_name")) for r in rows
+            if r["source_node_id"] == wf.node_ids["upper"]] == [(None, "shout.txt")]
+
+
 def test_schedule_create_list_delete(node_proc: NodeProcess, node_client: NodeClient,
                                      svc: dict[str, int],
                                      capsys: pytest.CaptureFixture[str]) -> None:
