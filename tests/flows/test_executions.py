@@ -105,6 +105,21 @@ class World:
                                                "target_interface_id": dst[1]})
         return wf, nodes
 
+    def hello_upper_chain(self) -> tuple[int, list[int]]:
+        """A "hello" job (which logs a line) feeding one that upper-cases its input."""
+        async def hello(request: JobRequest, on_log: LogSink | None) -> JobResult:
+            if on_log is not None:
+                on_log(request.job_id, "stdout", "saying hello")
+            return self.jobs.output(request, "hello")
+
+        async def upper(request: JobRequest, _: LogSink | None) -> JobResult:
+            (inp,) = request.inputs
+            assert inp.artifact is not None
+            return self.jobs.output(request,
+                                    self.artifacts.read_bytes(inp.artifact).decode().upper())
+
+        return self.chain(self.service("hello", hello), self.service("upper", upper))
+
     async def run(self, wf: int) -> int:
         execution = self.owner.execute(wf)
         eid = int(execution.id or 0)
@@ -120,17 +135,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 
 
 async def test_a_chain_completes_and_each_job_reads_its_upstream_output(world: World) -> None:
-    async def hello(request: JobRequest, on_log: LogSink | None) -> JobResult:
-        if on_log is not None:
-            on_log(request.job_id, "stdout", "saying hello")
-        return world.jobs.output(request, "hello")
-
-    async def upper(request: JobRequest, _: LogSink | None) -> JobResult:
-        (inp,) = request.inputs
-        assert inp.artifact is not None
-        return world.jobs.output(request, world.artifacts.read_bytes(inp.artifact).decode().upper())
-
-    wf, nodes = world.chain(world.service("hello", hello), world.service("upper", upper))
+    wf, nodes = world.hello_upper_chain()
     eid = await world.run(wf)
 
     row = world.store.execution(eid)
@@ -225,15 +230,7 @@ async def test_a_dispatch_error_is_the_jobs_failure(world: World) -> None:
 
 async def test_an_output_connected_to_the_requesting_node_is_delivered_under_its_name(
         world: World) -> None:
-    async def hello(request: JobRequest, _: LogSink | None) -> JobResult:
-        return world.jobs.output(request, "hello")
-
-    async def upper(request: JobRequest, _: LogSink | None) -> JobResult:
-        (inp,) = request.inputs
-        assert inp.artifact is not None
-        return world.jobs.output(request, world.artifacts.read_bytes(inp.artifact).decode().upper())
-
-    wf, nodes = world.chain(world.service("hello", hello), world.service("upper", upper))
+    wf, nodes = world.hello_upper_chain()
     # Both outputs go to the requesting node: the last one renamed, the first one as it is
     # (and onward to the second job as well).
     world.workflows.add_connection(wf, {"source_node_id": nodes[1], "target_node_id": None,
