@@ -87,7 +87,11 @@ class Connection:
 
     def saw(self, kind: str) -> None:
         """Switch to the UI's dialect on its first dot-case message."""
-        if not self.ui and ui_events.speaks_ui(kind):
+        if ui_events.speaks_ui(kind):
+            self.switch()
+
+    def switch(self) -> None:
+        if not self.ui:
             self.ui = True
             self.pushes = asyncio.create_task(_ui_pushes(self))
 
@@ -102,6 +106,11 @@ async def websocket(ws: WebSocket, auth: Auth, bus: Bus, handlers: WsHandlers,
         return
     await ws.accept()
     conn = Connection(ws, sources)
+    if ws.headers.get("origin"):
+        # A browser page (every browser sends Origin on a WebSocket; the UI sends nothing for
+        # its first 30 s): its dashboard gets the UI's snapshots from the start. The
+        # reference's messages still come; a client ignores the types it does not know.
+        conn.switch()
     background: set[asyncio.Task[None]] = set()
     async with bus.subscribe() as sub:
         pump = asyncio.create_task(_pump(sub, conn))

@@ -13,6 +13,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Origin
 
 from api import ui_events
 from api.ui_events import Sources
@@ -26,7 +28,7 @@ from orchestrator.registry import ServiceRegistry
 from orchestrator.states import InterfaceType, ServiceType
 from orchestrator.wiring import Interface
 from tests.api.test_websocket import call, next_of, ws_connect
-from tests.support.node_process import ApiClient
+from tests.support.node_process import ApiClient, insecure_tls
 from tests.support.workflows import WAIT, execute, make_workflow, sh_service, wait_done
 
 T0 = dt.datetime(2024, 1, 2, 3, 4, 5)
@@ -334,6 +336,18 @@ async def test_ui_connection_gets_full_snapshots_and_reference_client_does_not(
         finally:
             await ui.close()
             await ref.close()
+
+
+async def test_a_browser_connection_speaks_the_ui_dialect_from_the_start(
+        client: ApiClient) -> None:
+    """A page in a browser sends Origin with its WebSocket: it gets the UI's snapshots at once,
+    without a ping, and still the reference's messages."""
+    async with connect(client.ws_url(), ssl=insecure_tls(), open_timeout=30,
+                       origin=Origin(client.base_url.replace("https://", "http://"))) as ws:
+        status = await next_of(ws, "node.status")
+        assert status["payload"]["stats"]["peer_id"] == status["payload"]["peer_id"]
+        await ws.send('{"type": "NO_SUCH_TYPE", "payload": {}}')
+        await next_of(ws, "ERROR")
 
 
 async def test_dot_case_request_switches_the_connection(client: ApiClient) -> None:
