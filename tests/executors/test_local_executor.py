@@ -20,7 +20,8 @@ async def test_picks_executor_by_target(local_exec: LocalExecutor, busybox_image
         local_exec.run(JobSpec("d", DockerTarget(busybox_image, cmd=["sh", "-c",
                                                                      "echo $RN_JOB_DIR-x"]))),
         local_exec.run(JobSpec("s", StandaloneTarget("/bin/sh", ["-c", "echo $RN_JOB_DIR"]))))
-    assert in_docker.outcome == here.outcome == JobOutcome.COMPLETED
+    assert in_docker.outcome == JobOutcome.COMPLETED, in_docker.error
+    assert here.outcome == JobOutcome.COMPLETED, (here.error, here.exit_code)
     # Only the standalone job gets a job root on this machine.
     assert store.read_bytes(in_docker.outputs["STDOUT"]) == b"-x\n"
     assert b"/jobs/standalone/rn-job-s-" in store.read_bytes(here.outputs["STDOUT"])
