@@ -155,6 +155,18 @@ async def test_inputs_reach_the_job_only_by_declared_interfaces(
     env = (await stdout_of(stranger, owner, answer, tmp_path / "env")).decode()
     assert "GREETING=hi" in env.splitlines()
     assert "LD_PRELOAD" not in env and "/tmp/evil" not in env
+    # Named by type alone, an input is the service's one input of that type, under the
+    # service's name: a type it lacks, or a type with a path of the stranger's, is refused.
+    for inp in ({"interface_id": None, "interface_type": "MOUNT", "path": "", "text": "x"},
+                {"interface_id": None, "interface_type": "ARG", "path": "", "text": "x"},
+                {"interface_id": None, "interface_type": "ENV", "path": "LD_PRELOAD",
+                 "text": "/tmp/evil.so"},
+                {"interface_id": None, "interface_type": "STDOUT", "path": "", "text": "x"}):
+        await refused(stranger, owner, sid, "unknown_interface", inputs=[inp])
+    answer = await job_run(stranger, owner, sid, job_id="env-by-type", inputs=[
+        {"interface_id": None, "interface_type": "ENV", "path": "", "text": "typed"}])
+    env = (await stdout_of(stranger, owner, answer, tmp_path / "env-typed")).decode()
+    assert "GREETING=typed" in env.splitlines() and "/tmp/evil" not in env
     still_serving(owner)
 
 
