@@ -43,7 +43,9 @@ async def test_cancel_by_id_for_both_kinds(local_exec: LocalExecutor, busybox_im
             on_log=on_log)),
     ]
     await asyncio.wait_for(asyncio.gather(ready["d"].wait(), ready["s"].wait()), 60)
-    assert sorted(local_exec.running) == ["d", "s"]
+    ended = [(t.result().job_id, t.result().outcome, t.result().exit_code, t.result().error)
+             for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
+    assert sorted(local_exec.running) == ["d", "s"], ended
     # The same job id cannot run twice at once.
     dup = await local_exec.run(JobSpec("s", StandaloneTarget("/bin/true")))
     assert dup.outcome == JobOutcome.FAILED and dup.error == "job s is already running"
