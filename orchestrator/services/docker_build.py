@@ -258,17 +258,23 @@ def pull_image(client: docker.DockerClient, name: str, tag: str, *,
     return str(image.id)
 
 
+_HTTP_401 = re.compile(r"(?<![\w.:])401(?![\w.:])")
+
+
 def _pull_reason(name: str, tag: str, message: str, secrets: list[str]) -> str:
+    """Names why a pull failed. Connectivity is checked first: an address such as
+    ``127.0.0.1:40117`` must not read as an HTTP 401."""
     low = message.lower()
-    if any(s in low for s in ("unauthorized", "authentication required", "no basic auth",
-                              "denied", "incorrect username or password", "401")):
+    if any(s in low for s in ("connection refused", "no such host", "i/o timeout",
+                              "dial tcp", "timeout", "network is unreachable")):
+        reason = "registry unreachable"
+    elif any(s in low for s in ("unauthorized", "authentication required", "no basic auth",
+                                "denied", "incorrect username or password")) \
+            or _HTTP_401.search(low):
         reason = "the registry refused the credentials (authentication failed)"
     elif any(s in low for s in ("manifest unknown", "not found", "does not exist",
                                 "name unknown")):
         reason = "image not found in the registry"
-    elif any(s in low for s in ("connection refused", "no such host", "i/o timeout",
-                                "dial tcp", "timeout", "network is unreachable")):
-        reason = "registry unreachable"
     else:
         reason = _one_line(message)
     for secret in secrets:

@@ -12,6 +12,7 @@ import pytest
 
 from orchestrator.errors import InvalidInput, OperationFailed
 from orchestrator.services.docker_build import (
+    _pull_reason,
     build_image,
     image_config,
     plan_source,
@@ -151,3 +152,15 @@ def test_pull_refusals_are_clear(docker_client: docker.DockerClient,
         pull_image(docker_client, f"{registry.address}/rn-test/missing", "latest")
     with pytest.raises(OperationFailed, match="registry unreachable"):
         pull_image(docker_client, f"127.0.0.1:{free_port()}/rn-test/busybox", "latest")
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    ('Get "https://127.0.0.1:40117/v2/": dial tcp 127.0.0.1:40117: connect: connection refused',
+     "registry unreachable"),
+    ("Head https://127.0.0.1:5000/v2/x/manifests/latest: 401 Unauthorized",
+     "authentication failed"),
+    ("received unexpected HTTP status: 401", "authentication failed"),
+    ("manifest for 127.0.0.1:4010/x:latest not found: manifest unknown", "image not found"),
+])
+def test_pull_reasons_read_the_message_not_the_port(message: str, reason: str) -> None:
+    assert reason in _pull_reason("x", "latest", message, [])
