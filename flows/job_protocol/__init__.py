@@ -5,11 +5,18 @@ peer), plus ``job_cancel``; the peer that orchestrates the workflow is the *requ
 
     requester -> executing   job_run  {job_id, service_id, inputs, env, args, stdin_text,
                                        entrypoint, cmd, timeout}
-    executing -> requester   event    {"event": "state", "status", "job_execution_id"}
+    executing -> requester   event    {"event": "state", "status": "RUNNING",
+                                       "job_execution_id"}    (once it has run RUNNING_HOLD)
                              event    {"event": "log", "stream", "line"}        (while it runs)
                              response the JobResult {outcome, exit_code, started_at, ended_at,
-                                                     error, outputs, job_execution_id}
+                                                     error, outputs, job_execution_id, started}
     requester -> executing   job_cancel {job_id}  ->  {cancelled}
+
+A short job costs one round trip: its states travel in the answer, not in frames of their own.
+The RUNNING frame waits until the job has run ``RUNNING_HOLD`` seconds (or goes before its first
+log line); a job that ends sooner has the answer say ``started``. The terminal state is the
+answer's outcome. The requester tells ``on_state`` those states as it would have the frames
+(``JobCall.unseen``); a peer that sends the frames (an older one) is read as before.
 
 Inputs travel as artifact references (sha256, size, kind, and the peer that holds the bytes);
 the executing peer fetches what it lacks from that peer, by hash, and checks the hash. The
@@ -54,7 +61,7 @@ as a job for another peer is decrypted here, only for a requester the service's 
 """
 
 from flows.job_protocol.requester import FETCH_GRACE, RemoteDispatcher
-from flows.job_protocol.server import RemoteJobs, default_gate
+from flows.job_protocol.server import RUNNING_HOLD, RemoteJobs, default_gate
 from flows.job_protocol.session import (
     Ending,
     JobCall,
@@ -82,6 +89,7 @@ from flows.job_protocol.wire import (
     StateEvent,
     WireError,
     WireTimeout,
+    answer_progress,
     cancel_from_wire,
     cancel_to_wire,
     cancelled_from_wire,
@@ -109,6 +117,7 @@ __all__ = [
     "MAX_NAME",
     "MAX_TEXT_TOTAL",
     "MAX_VALUE",
+    "RUNNING_HOLD",
     "Ending",
     "JobCall",
     "JobEvent",
@@ -121,6 +130,7 @@ __all__ = [
     "StateEvent",
     "WireError",
     "WireTimeout",
+    "answer_progress",
     "cancel_from_wire",
     "cancel_to_wire",
     "cancelled_from_wire",

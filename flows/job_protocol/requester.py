@@ -148,41 +148,56 @@ class RemoteDispatcher:
         call = asyncio.ensure_future(self.transport.request(
             job.peer_id, JOB_RUN, wire, timeout=request.timeout + self.fetch_grace,
             on_event=on_event))
-        watchdog = asyncio.ensure_future(self._watch(job, call))
+        # The watchdog starts after one liveness interval (a timer, not a task): a short job
+        # ends without one.
+        watchdog: list[asyncio.Task[str]] = []
+
+        def watch() -> None:
+            if not call.done():
+                watchdog.append(asyncio.ensure_future(self._watch(job, call)))
+
+        timer = asyncio.get_running_loop().call_later(self.liveness_interval, watch)
         try:
             try:
                 raw = await call
             finally:
-                watchdog.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog
+                timer.cancel()
+                for task in watchdog:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         except asyncio.CancelledError:
-            if call.cancelled() and watchdog.done() and not watchdog.cancelled() \
-                    and watchdog.result():
-                return job.fail(watchdog.result())
+            given_up = watchdog[0] if watchdog else None
+            if call.cancelled() and given_up is not None and given_up.done() \
+                    and not given_up.cancelled() and given_up.result():
+                return job.fail(given_up.result())
             self._in_background(self.cancel(request))
             raise
         except PeerError as exc:
             return job.fail(str(exc))
-        return await self._bring_back(request, job.receive_answer(raw))
+        result = job.receive_answer(raw)
+        if self.on_state is not None:
+            for event in job.unseen:  # the states the answer told (no frame of their own)
+                self.on_state(request, event)
+        return await self._bring_back(request, result)
 
     async def _watch(self, job: JobCall, call: asyncio.Future[Any]) -> str:
-        """Pings the job's peer while ``call`` runs; cancels it (and answers why) when the peer
-        stops answering."""
+        """Pings the job's peer while ``call`` runs, every ``liveness_interval`` from now;
+        cancels it (and answers why) when the peer stops answering."""
         while not call.done():
-            await asyncio.sleep(self.liveness_interval)
             try:
                 await self.transport.ping(job.peer_id, timeout=self.liveness_timeout)
             except PeerError:
                 reason = job.ping_missed()
             else:
                 job.ping_answered()
-                continue
+                reason = None
             if reason is not None and not call.done():
                 log.warning("%s; failing its job", reason)
                 self.transport.disconnect(job.peer_id, "stopped answering")
                 call.cancel()
                 return reason
+            await asyncio.sleep(self.liveness_interval)
         return ""
 
     async def _bring_back(self, request: JobRequest, result: JobResult) -> JobResult:
@@ -196,10 +211,14 @@ class RemoteDispatcher:
             return {k for k in (output_named(outputs, key) for key in keys) if k is not None}
 
         kept = named(wired) - named(request.delivered_outputs)
+        here: set[str] = set()  # digests fetched already (STDOUT, STDERR, LOGS often agree)
         try:
             for key, ref in real.items():
                 if key not in kept:
-                    outputs[key] = await self.fetch(ref)
+                    if ref.sha256 not in here:
+                        await self.fetch(ref)
+                        here.add(ref.sha256)
+                    outputs[key] = replace(ref, peer_id="")
         except PeerError as exc:
             failed = JobOutcome.FAILED if result.outcome is JobOutcome.COMPLETED \
                 else result.outcome

@@ -20,6 +20,7 @@ from flows.job_protocol.wire import (
     JOB_RUN,
     JobEvent,
     LogEvent,
+    StateEvent,
     WireError,
     cancel_from_wire,
     cancelled_to_wire,
@@ -38,6 +39,10 @@ log = logging.getLogger("remote_network.remote_jobs")
 
 Fetch = Callable[[ArtifactRef], Awaitable[ArtifactRef]]
 
+# A job that has run this long (seconds) has its RUNNING frame sent; one that ends sooner has it
+# told by the answer (``started``), with no frame of its own, as is its terminal state.
+RUNNING_HOLD = 0.05
+
 
 @dataclass
 class _Job:
@@ -53,15 +58,45 @@ class _Job:
 
 
 class _Events:
-    """Event frames to the requester, in order, from sync callbacks (log lines) and async code."""
+    """Event frames to the requester, in order, from sync callbacks (log lines) and async code.
+
+    A state may be held (``hold``): sent once it has lasted ``delay`` seconds, or before any
+    later event, and never when the job ends first (its answer tells it then)."""
 
     def __init__(self, incoming: Any, on_gone: Callable[[], None]) -> None:
         self._incoming = incoming
         self._on_gone = on_gone
         self._queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
-        self._pump = asyncio.ensure_future(self._run())
+        self._pump: asyncio.Future[None] | None = None  # started with the first frame
+        self._held: StateEvent | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
 
     def put(self, event: JobEvent) -> None:
+        if self._closed:
+            return  # the answer is on its way: nothing may follow it
+        self._release()
+        self._send(event)
+
+    def hold(self, event: StateEvent, delay: float) -> None:
+        if self._closed:
+            return
+        self._release()
+        self._held = event
+        self._timer = asyncio.get_running_loop().call_later(delay, self._release)
+
+    def _release(self) -> None:
+        """Send the held state now (nothing when none is held)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        held, self._held = self._held, None
+        if held is not None:
+            self._send(held)
+
+    def _send(self, event: JobEvent) -> None:
+        if self._pump is None:
+            self._pump = asyncio.ensure_future(self._run())
         self._queue.put_nowait(event)
 
     async def _run(self) -> None:
@@ -73,7 +108,15 @@ class _Events:
                 return
 
     async def close(self) -> None:
-        """Send what is queued (bounded), then stop."""
+        """Drop a state still held (the answer tells it), send what is queued (bounded), then
+        stop."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._held = None
+        if self._pump is None:
+            return
         self._queue.put_nowait(None)
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             async with asyncio.timeout(10):
@@ -119,8 +162,9 @@ class RemoteJobs:
 
     # -- job_run -------------------------------------------------------------------------------
     def _service(self, service_id: int) -> ServiceView:
+        # The registry's cached view (dropped at any change to a service): read, never changed.
         try:
-            view = self.registry.get(service_id)
+            view = self.registry.snapshot(service_id)
         except NotFound:
             raise RequestRejected(f"service {service_id} does not exist on this node") from None
         svc = view.service
@@ -189,8 +233,7 @@ class RemoteJobs:
                     raise
                 result = stopped
             ending = job.served.finish(result)
-            self._record_end(row_id, ending)
-            events.put(ending.event)
+            self._record_end(row_id, ending)  # the answer tells the final state: no frame
         finally:
             self._running.pop(key, None)
             await events.close()
@@ -202,8 +245,10 @@ class RemoteJobs:
             await job.admitted
         event = job.served.start()
         with contextlib.suppress(NotFound):
-            self.store.set_job(job.served.row_id, RunState.RUNNING, attempt=1)
-        events.put(event)
+            # The inputs are recorded with the start, in the same change.
+            self.store.set_job(job.served.row_id, RunState.RUNNING, attempt=1,
+                               records=input_records(job.request.inputs))
+        events.hold(event, RUNNING_HOLD)
         return await self._work(view, job, events)
 
     async def _work(self, view: ServiceView, job: _Job, events: _Events) -> JobResult:
@@ -223,7 +268,6 @@ class RemoteJobs:
                 inp = replace(inp, artifact=replace(ref, peer_id=""))
             inputs.append(inp)
         request = replace(request, inputs=tuple(inputs))
-        self.store.record_interfaces(served.row_id, input_records(request.inputs))
         if view.service.service_type == ServiceType.DATA:
             return await self._data_job(view, served, started)
 

@@ -2,9 +2,11 @@
 
 ``JobCall`` is the requesting side: it reads the event frames and the answer of one ``job_run``
 (the state goes PENDING -> RUNNING -> a terminal state; what comes after the end is ignored) and
-counts unanswered liveness pings. ``ServedJob`` is the executing side: the job waits in the gate
-(QUEUED), runs (RUNNING) and ends (FINISHED), and says what to record and what to send at each
-step. The asyncio glue is ``requester.RemoteDispatcher`` and ``server.RemoteJobs``.
+counts unanswered liveness pings. The answer carries the states no frame told (``unseen``): the
+terminal one always, RUNNING for a job that ended before its RUNNING frame was due.
+``ServedJob`` is the executing side: the job waits in the gate (QUEUED), runs (RUNNING) and ends
+(FINISHED), and says what to record and what to send at each step. The asyncio glue is
+``requester.RemoteDispatcher`` and ``server.RemoteJobs``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from flows.job_protocol.wire import (
     JobEvent,
     StateEvent,
     WireError,
+    answer_progress,
     event_from_wire,
     result_from_wire,
     result_to_wire,
@@ -57,6 +60,8 @@ class JobCall:
         self.state = RunState.PENDING
         self.result: JobResult | None = None
         self.started = utcnow()
+        # The state changes the answer told and no event frame had: for ``on_state``.
+        self.unseen: tuple[StateEvent, ...] = ()
 
     @property
     def peer_id(self) -> str:
@@ -86,6 +91,16 @@ class JobCall:
             result = result_from_wire(raw, self.request.job_id)
         except WireError as exc:
             return self.fail(f"peer {self.peer_id}: bad job result: {exc}")
+        started, row = answer_progress(raw)
+        unseen: list[StateEvent] = []
+        state = self.state
+        if started and state is RunState.PENDING:
+            state = RunState.RUNNING
+            unseen.append(StateEvent(state, row))
+        final = outcome_state(result.outcome)
+        if final in TRANSITIONS[state]:
+            unseen.append(StateEvent(final, row))
+        self.unseen = tuple(unseen)
         return self._end(result)
 
     def fail(self, error: str) -> JobResult:
@@ -125,7 +140,8 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Ending:
-    """How a job served here ended: what to record, the last event frame and the answer."""
+    """How a job served here ended: what to record, its last state (``event``, told by the
+    answer rather than a frame of its own) and the answer."""
 
     result: JobResult  # under this node's job id
     state: RunState
@@ -150,7 +166,8 @@ class ServedJob:
         self.cancel_requested = False
 
     def start(self) -> StateEvent:
-        """The job has its place and starts: the frame that says so."""
+        """The job has its place and starts: the event that says so (a frame once the job has
+        run a while, else told by the answer)."""
         if self.phase is not Phase.QUEUED:
             raise SessionUsageError(f"the job is {self.phase.value}")
         self.phase = Phase.RUNNING
@@ -181,6 +198,7 @@ class ServedJob:
         CANCELLED (the job was stopped before it ran, or its process was killed)."""
         if self.phase is Phase.FINISHED:
             raise SessionUsageError("the job is finished")
+        started = self.phase is Phase.RUNNING
         self.phase = Phase.FINISHED
         if self.cancel_requested and result.outcome is JobOutcome.FAILED \
                 and result.exit_code is None:
@@ -190,7 +208,7 @@ class ServedJob:
             result.error or f"exit code {result.exit_code}")
         # The requester knows the job by its own id.
         answer = result_to_wire(replace(result, job_id=self.requester_job_id), self.holder,
-                                job_execution_id=self.row_id)
+                                job_execution_id=self.row_id, started=started)
         return Ending(result, state, error, tuple(output_records(result.outputs)),
                       StateEvent(state, self.row_id), answer)
 

@@ -188,12 +188,36 @@ def request_from_wire(raw: Any, *, peer_id: str) -> JobRequest:
 
 # -- job_run: the answer --------------------------------------------------------------------------
 def result_to_wire(result: JobResult, holder: str, *,
-                   job_execution_id: int | None = None) -> dict[str, Any]:
-    return {"job_id": result.job_id, "outcome": str(result.outcome),
-            "exit_code": result.exit_code, "started_at": result.started_at.isoformat(),
-            "ended_at": result.ended_at.isoformat(), "error": result.error,
-            "outputs": {k: ref_to_wire(v, holder) for k, v in result.outputs.items()},
-            "job_execution_id": job_execution_id}
+                   job_execution_id: int | None = None,
+                   started: bool | None = None) -> dict[str, Any]:
+    """``started``: whether the job got its place and ran (went RUNNING) on the executing
+    peer; the answer carries the states no event frame told (see ``answer_progress``)."""
+    wire: dict[str, Any] = {
+        "job_id": result.job_id, "outcome": str(result.outcome), "exit_code": result.exit_code,
+        "started_at": result.started_at.isoformat(), "ended_at": result.ended_at.isoformat(),
+        "error": result.error,
+        "outputs": {k: ref_to_wire(v, holder) for k, v in result.outputs.items()},
+        "job_execution_id": job_execution_id}
+    if started is not None:
+        wire["started"] = started
+    return wire
+
+
+def _row(value: Any) -> int | None:
+    """A job_execution id from the wire: a non-negative integer, else None."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return None
+    return value
+
+
+def answer_progress(raw: Any) -> tuple[bool, int | None]:
+    """What an answer says of the job's progress beside its result: whether it went RUNNING
+    (``started``, only a literal true counts) and its record on the executing peer
+    (``job_execution_id``, None unless a non-negative integer). A peer that says so
+    falsely tells no more than a state event frame could."""
+    if not isinstance(raw, dict):
+        return False, None
+    return raw.get("started") is True, _row(raw.get("job_execution_id"))
 
 
 def _time(value: Any) -> dt.datetime:
@@ -266,10 +290,7 @@ def event_from_wire(raw: Any) -> JobEvent | None:
             state = RunState(status)
         except ValueError:
             return None
-        row = raw.get("job_execution_id")
-        if not isinstance(row, int) or isinstance(row, bool) or row < 0:
-            row = None
-        return StateEvent(state, row)
+        return StateEvent(state, _row(raw.get("job_execution_id")))
     if kind == LOG:
         stream, line = raw.get("stream") or "stdout", raw.get("line")
         if stream not in LOG_STREAMS or not isinstance(line, str):
