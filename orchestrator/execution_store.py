@@ -254,12 +254,13 @@ class ExecutionStore:
 
     def new_remote_job(self, service_id: int, requester_peer_id: str) -> int:
         """A PENDING job another peer asked this node to run (no execution of ours)."""
-        with self.db.session() as s:
-            row = JobExecution(service_id=service_id, peer_id=self.own_peer_id,
-                               requester_peer_id=requester_peer_id, status=RunState.PENDING)
-            s.add(row)
-            s.commit()
-            s.refresh(row)
+        fresh = JobExecution(service_id=service_id, peer_id=self.own_peer_id,
+                             requester_peer_id=requester_peer_id, status=RunState.PENDING)
+        # One INSERT ... RETURNING on a plain connection: no ORM flush and refresh per job.
+        with self._lock, self.db.engine.begin() as conn:
+            made = conn.execute(insert(_JOBS).values(**fresh.model_dump(exclude={"id"}))
+                                .returning(*_JOBS.c)).one()
+        row = JobExecution.model_construct(**made._mapping)
         self._publish_job(row)
         return int(row.id or 0)
 
