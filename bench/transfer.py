@@ -4,8 +4,10 @@ Moves one artifact (256 MiB by default) from a serving transport to a fetching o
 ``PeerTransport.fetch_bulk`` (identity exchange over QUIC, then the TLS-over-TCP channel, sha256
 checked, written to disk), and the same file over a plain TCP socket on loopback (sendfile to a
 receiving socket written to disk, no hash, no TLS) in the same run. Prints both rates and the
-ratio; the goal is at least 0.25. ``--quic`` also times the QUIC-stream fallback on a smaller
-artifact.
+ratio; the goal is at least 0.6. The TLS path pays AES-GCM on both ends and sha256 on the
+receiver (about 1.9 GB/s on one core with SHA-NI) where the baseline pays neither, so on a
+machine with two cores the ratio is bounded well below 1 by CPU alone. ``--quic`` also times
+the QUIC-stream fallback on a smaller artifact.
 
     .venv/bin/python bench/transfer.py [--mib 256] [--quic-mib 16] [--quic]
 """
@@ -129,7 +131,7 @@ def main() -> None:
             print(f"artifact: {args.mib} MiB")
             print(f"plain TCP copy (loopback, sendfile, no hash):  {baseline / 1e6:8.1f} MB/s")
             print(f"fetch_bulk (QUIC-negotiated TLS/TCP, sha256):  {rate / 1e6:8.1f} MB/s")
-            print(f"ratio: {rate / baseline:.2f} (goal >= 0.25)")
+            print(f"ratio: {rate / baseline:.2f} (goal >= 0.6)")
             if args.quic:
                 quic_rate = asyncio.run(fetch(root, peer, small_sha, prefer_tcp=False))
                 print(f"fetch_bulk over a QUIC stream ({args.quic_mib} MiB):   "
