@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from network import bulk, quic
+from network import bulk, quic, relay_splice
 from network.limits import TransportLimits
 from network.messages import BULK, Envelope, encode
 from network.peer_errors import (
@@ -102,13 +102,18 @@ class BulkTransfer:
         timeout = self.config.request_timeout * 6 if timeout is None else timeout
         deadline = time.monotonic() + timeout
         conn = await self.peers.connect(peer_id, timeout=timeout)
-        if prefer_tcp and conn.relayed_via is None:  # no direct path to a relayed peer
+        if prefer_tcp:
+            relayed = conn.relayed_via is not None
+            channel = self._fetch_spliced if relayed else self._fetch_tcp
             try:
-                return await self._fetch_tcp(conn, peer_id, sha256, dest, deadline)
-            except (BulkError, RemoteError):
+                return await channel(conn, peer_id, sha256, dest, deadline)
+            except BulkError:
                 raise
             except PeerError as exc:
-                if time.monotonic() >= deadline:
+                # A direct peer's refusal (no such blob) is final; through a relay, the relay
+                # or an older peer may refuse the splice while the tunnel still carries bulk.
+                if (isinstance(exc, RemoteError) and not relayed) \
+                        or time.monotonic() >= deadline:
                     raise
                 log.info("bulk channel to %s failed (%s); falling back to QUIC", peer_id, exc)
         return await self._fetch_quic(conn, peer_id, sha256, dest, deadline)
@@ -116,25 +121,47 @@ class BulkTransfer:
     async def _fetch_tcp(self, conn: quic.PeerConnection, peer_id: str, sha256: str,
                          dest: Path, deadline: float) -> int:
         offer = await self.peers.request(peer_id, bulk.BULK_OFFER, {"sha256": sha256},
-                                         max(deadline - time.monotonic(), 0.01))
-        if not offer.get("port"):
+                                         _left(deadline))
+        port = _port(offer.get("port"))
+        if port is None:
             raise PeerUnreachable(peer_id, "peer offers no bulk channel")
         host = (conn.peer_address or ("127.0.0.1", 0))[0]
-        # The holder names its certificate in the offer, which arrived over the QUIC connection
-        # its identity exchange verified; that holds whichever side dialled.
+        token, size, pin = _granted(conn, peer_id, offer)
+        return await self._receive(peer_id, (host, port), token, b"",
+                                   bulk.BlobSink(dest, sha256, size, peer_id=peer_id), pin,
+                                   deadline)
+
+    async def _fetch_spliced(self, conn: quic.PeerConnection, peer_id: str, sha256: str,
+                             dest: Path, deadline: float) -> int:
+        """The TLS channel to a peer reached through a relay, spliced by that relay
+        (``network.relay_splice``)."""
+        relay = conn.relayed_via
+        assert relay is not None
+        relay_conn = await self.peers.connect(relay, timeout=_left(deadline))
+        if relay_conn.peer_address is None:
+            raise PeerUnreachable(relay, "the relay's address is not known")
+        grant = await self.peers.request(relay, relay_splice.RELAY_SPLICE,
+                                         {"target": peer_id}, _left(deadline))
+        port, ticket = _port(grant.get("port")), _ticket(grant.get("ticket"))
+        offer_ticket = _ticket(grant.get("offer_ticket"))
+        if port is None or ticket is None or offer_ticket is None:
+            raise PeerUnreachable(relay, "the relay answered no splice")
+        offer = await self.peers.request(peer_id, bulk.BULK_OFFER,
+                                         {"sha256": sha256, "splice": offer_ticket.hex()},
+                                         _left(deadline))
+        if offer.get("spliced") is not True:
+            raise PeerUnreachable(peer_id, "peer offers no spliced bulk channel")
+        token, size, pin = _granted(conn, peer_id, offer)
+        return await self._receive(peer_id, (relay_conn.peer_address[0], port), token, ticket,
+                                   bulk.BlobSink(dest, sha256, size, peer_id=peer_id), pin,
+                                   deadline)
+
+    @staticmethod
+    async def _receive(peer_id: str, address: tuple[str, int], token: str, preamble: bytes,
+                       sink: bulk.BlobSink, pin: bytes, deadline: float) -> int:
         try:
-            pin = bytes.fromhex(str(offer.get("cert_sha256") or ""))
-        except ValueError:
-            pin = b""
-        if len(pin) != 32:
-            if not conn.is_client:
-                raise PeerUnreachable(peer_id, "bulk offer names no certificate")
-            pin = conn.peer_cert_fingerprint()
-        sink = bulk.BlobSink(dest, sha256, int(offer["size"]), peer_id=peer_id)
-        try:
-            await asyncio.to_thread(bulk.fetch_tls, (host, int(offer["port"])),
-                                    str(offer["token"]), sink,
-                                    pin_sha256=pin, deadline=deadline)
+            await asyncio.to_thread(bulk.fetch_tls, address, token, sink, pin_sha256=pin,
+                                    deadline=deadline, preamble=preamble)
             return sink.finish()
         except BaseException:
             sink.abort()
@@ -184,8 +211,42 @@ class BulkTransfer:
             raise RequestRejected(f"blob {sha256} not found")
         if self._server is None:
             return {"port": 0}
+        if "splice" in request.data:
+            return await self._offer_spliced(request, sha256, path)
         token = self._server.grant(request.peer_id, sha256, path)
         return {"port": self._server.port, "token": token, "size": path.stat().st_size,
+                "cert_sha256": self._cert_fingerprint.hex()}
+
+    async def _offer_spliced(self, request: IncomingRequest, sha256: str,
+                             path: Path) -> dict[str, Any]:
+        """``bulk_offer {sha256, splice}`` over a relayed connection: confirm the splice with
+        our end's relay, dial its splice port, and serve the blob as TLS server there."""
+        assert self._server is not None
+        relay = request.relayed_via
+        if relay is None:
+            raise RequestRejected("a spliced bulk channel is offered only through a relay")
+        offer_ticket = _ticket(request.data.get("splice"))
+        if offer_ticket is None:
+            raise RequestRejected("bulk_offer splice must be a relay's ticket")
+        try:
+            accepted = await self.peers.request(relay, relay_splice.RELAY_SPLICE_ACCEPT,
+                                                {"ticket": offer_ticket.hex()})
+            relay_conn = await self.peers.connect(relay)
+        except PeerError as exc:
+            raise RequestRejected(f"the relay refused the splice: {exc.reason}") from None
+        port, ticket = _port(accepted.get("port")), _ticket(accepted.get("ticket"))
+        if accepted.get("requester") != request.peer_id:
+            raise RequestRejected("the splice was asked for by another peer")
+        if port is None or ticket is None or relay_conn.peer_address is None:
+            raise RequestRejected("the relay answered no splice port")
+        token = self._server.grant(request.peer_id, sha256, path)
+        try:
+            await asyncio.to_thread(self._server.serve_dialled,
+                                    (relay_conn.peer_address[0], port), ticket)
+        except (OSError, BulkError) as exc:
+            self._server.revoke_token(token)
+            raise RequestRejected(f"cannot reach the relay's splice port: {exc}") from None
+        return {"token": token, "size": path.stat().st_size, "spliced": True,
                 "cert_sha256": self._cert_fingerprint.hex()}
 
     async def send_on_stream(self, conn: quic.PeerConnection, request: Envelope,
@@ -210,3 +271,46 @@ class BulkTransfer:
                     log.info("bulk send of %s to %s ended: %s", sha256, conn.peer_id, exc)
                     return
         writer.write_eof()
+
+
+def _left(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.01)
+
+
+def _port(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and 0 < value < 65536 else None
+
+
+def _ticket(value: object) -> bytes | None:
+    if not isinstance(value, str) or len(value) != 2 * relay_splice.TICKET_BYTES:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
+
+
+def _granted(conn: quic.PeerConnection, peer_id: str,
+             offer: dict[str, Any]) -> tuple[str, int, bytes]:
+    """The token, size and certificate pin of a holder's bulk offer (PeerUnreachable when it
+    is not one)."""
+    token, size = offer.get("token"), offer.get("size")
+    if not isinstance(token, str) or len(token) != 2 * bulk.TOKEN_BYTES \
+            or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise PeerUnreachable(peer_id, "bulk offer without a valid token and size")
+    try:
+        bytes.fromhex(token)
+    except ValueError:
+        raise PeerUnreachable(peer_id, "bulk offer without a valid token") from None
+    # The holder names its certificate in the offer, which arrived over the QUIC connection
+    # its identity exchange verified; that holds whichever side dialled.
+    try:
+        pin = bytes.fromhex(str(offer.get("cert_sha256") or ""))
+    except ValueError:
+        pin = b""
+    if len(pin) != 32:
+        if not conn.is_client:
+            raise PeerUnreachable(peer_id, "bulk offer names no certificate")
+        pin = conn.peer_cert_fingerprint()
+    return token, size, pin

@@ -10,6 +10,11 @@ waits whenever the receiving end has ``send_buffer`` bytes it has not taken, and
 receive windows stop the sending end meanwhile, so a tunnel never makes the relay buffer more
 than a window each way; a tunnel whose receiver takes nothing for ``send_stall_timeout`` ends.
 
+Bulk data does not take the tunnel where it can help it: a peer fetching a blob through the relay
+asks for a splice (``relay_splice``, see ``network.relay_splice``), and both ends dial the
+relay's splice port over TCP, which carries the bulk TLS channel as opaque bytes, counted for
+the session like a tunnel's.
+
 ``RelaySessions`` is the bookkeeping (no I/O, a clock passed in); ``RelayService`` answers the
 messages on a ``PeerTransport``.
 """
@@ -28,6 +33,15 @@ from typing import Any
 from network import quic
 from network.messages import ERROR, RESPONSE, Envelope, encode
 from network.peer_errors import PeerError, RequestRejected
+from network.relay_splice import (
+    RELAY_SPLICE,
+    RELAY_SPLICE_ACCEPT,
+    TICKET_BYTES,
+    End,
+    SpliceRefused,
+    SpliceServer,
+    SpliceTickets,
+)
 from network.transport import RELAY_INCOMING, RELAY_TUNNEL, IncomingRequest, PeerTransport
 
 log = logging.getLogger("remote_network.relay")
@@ -127,7 +141,21 @@ class RelayService:
         transport.register(RELAY_UNREGISTER, self._on_unregister)
         transport.register(RELAY_INFO, self._on_info)
         transport.register_stream(RELAY_TUNNEL, self._on_tunnel)
+        transport.register(RELAY_SPLICE, self._on_splice)
+        transport.register(RELAY_SPLICE_ACCEPT, self._on_splice_accept)
         transport.on_disconnected.append(self._client_gone)
+        transport.on_stop.append(self.close)
+        # Bulk splices (``network.relay_splice``): the port opens on the first one asked.
+        self.splice_tickets = SpliceTickets()
+        self._splices: SpliceServer | None = None
+        self._splices_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        """Stop the splice port (tunnels end with the transport's connections); the
+        transport calls it as it stops."""
+        splices, self._splices = self._splices, None
+        if splices is not None:
+            await asyncio.to_thread(splices.stop)
 
     # -- the API's view ------------------------------------------------------------------------
     def list(self) -> list[dict[str, Any]]:
@@ -138,6 +166,8 @@ class RelayService:
         """End a session: its tunnels and its client's connections to us close."""
         self.sessions.remove(session.client_peer_id)
         session.close_tunnels()
+        if self._splices is not None:
+            self._splices.end_session(session.session_id)
         self.transport.disconnect(session.client_peer_id, reason)
         log.info("relay session %s of %s ended: %s", session.session_id,
                  session.client_peer_id[:16], reason)
@@ -165,11 +195,64 @@ class RelayService:
         session = self.sessions.remove(request.peer_id)
         if session is not None:
             session.close_tunnels()
+            if self._splices is not None:
+                self._splices.end_session(session.session_id)
         return {"ended": session is not None}
 
     async def _on_info(self, request: IncomingRequest) -> dict[str, Any]:
         return {"pricing_per_gb": self.price_per_gb, "capacity": self.sessions.capacity,
                 "sessions": len(self.sessions)}
+
+    async def _on_splice(self, request: IncomingRequest) -> dict[str, Any]:
+        """``relay_splice {target}``: tickets for a bulk splice to a peer with a session."""
+        target = str(request.data.get("target") or "")[:128]
+        session, client = self.sessions.of_peer(target), End.TARGET
+        if session is None:
+            session, client = self.sessions.of_peer(request.peer_id), End.REQUESTER
+        if session is None or not self.transport.is_connected(target):
+            raise RequestRejected(f"no splice to {target[:16]}: neither end has a session on "
+                                  "this relay, or it is not connected")
+        splices = await self._splice_server()
+        try:
+            pending = self.splice_tickets.issue(session.session_id, client, request.peer_id,
+                                                target, time.monotonic())
+        except SpliceRefused as exc:
+            raise RequestRejected(str(exc)) from None
+        return {"port": splices.port, "ticket": pending.dial_ticket.hex(),
+                "offer_ticket": pending.offer_ticket.hex(), "session_id": session.session_id}
+
+    async def _on_splice_accept(self, request: IncomingRequest) -> dict[str, Any]:
+        """``relay_splice_accept {ticket}``, from the peer the splice goes to: the ticket its
+        own connection to the splice port presents, and who asked for the splice."""
+        ticket = _ticket(request.data.get("ticket"))
+        if ticket is None or self._splices is None:
+            raise RequestRejected("no such splice offered to this peer")
+        try:
+            pending = self.splice_tickets.accept(ticket, request.peer_id, time.monotonic())
+        except SpliceRefused as exc:
+            raise RequestRejected(str(exc)) from None
+        assert pending.connect_ticket is not None
+        return {"port": self._splices.port, "ticket": pending.connect_ticket.hex(),
+                "requester": pending.requester}
+
+    async def _splice_server(self) -> SpliceServer:
+        async with self._splices_lock:
+            if self._splices is None:
+                loop = asyncio.get_running_loop()
+
+                def count(session_id: str, from_client: int, to_client: int) -> None:
+                    loop.call_soon_threadsafe(self._count, session_id, from_client, to_client)
+
+                server = SpliceServer(self.splice_tickets, count)
+                await asyncio.to_thread(server.start, self.transport.config.host)
+                self._splices = server
+            return self._splices
+
+    def _count(self, session_id: str, from_client: int, to_client: int) -> None:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.ingress_bytes += from_client
+            session.egress_bytes += to_client
 
     def _client_gone(self, peer_id: str) -> None:
         session = self.sessions.of_peer(peer_id)
@@ -210,6 +293,15 @@ class RelayService:
         finally:
             if task is not None:
                 session.tunnels.discard(task)
+
+
+def _ticket(value: object) -> bytes | None:
+    if not isinstance(value, str) or len(value) != 2 * TICKET_BYTES:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
 
 
 Drain = Callable[[], Awaitable[None]]

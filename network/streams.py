@@ -78,6 +78,19 @@ class IncomingRequest:
     def data(self) -> dict[str, Any]:
         return self.envelope.data
 
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """The address the request's connection comes from (None: relayed, or not known)."""
+        conn = self._conn
+        if conn is None or conn.relayed_via is not None:
+            return None
+        return conn.peer_address
+
+    @property
+    def relayed_via(self) -> str | None:
+        """The relay the request's connection runs through (None: a direct connection)."""
+        return self._conn.relayed_via if self._conn is not None else None
+
     async def emit(self, data: dict[str, Any]) -> None:
         """Send an intermediate ``event`` frame to the requester (PeerClosed once it is gone)."""
         try:
