@@ -100,8 +100,9 @@ class CurrentRelaySession(BaseModel):
 
 class NodeStats(BaseModel):
     """The reference's figures, and beside them those the original web UI's dashboard reads:
-    ``node_type`` (``private`` for a node behind NAT, which keeps a relay), ``quic_port``, and
-    on a relay its sessions now, their cap, its price and the bytes they carried."""
+    ``node_type`` (``private`` for a node behind NAT, which keeps a relay), ``quic_port``, the
+    NAT type and public endpoint the node learned, and on a relay its sessions now, their cap,
+    its price and the bytes they carried."""
 
     peer_id: str
     dht_node_id: str
@@ -111,6 +112,18 @@ class NodeStats(BaseModel):
     active_connections: int
     node_type: str
     quic_port: int
+    nat_type: str = Field(description='"public", "cone", "symmetric" or "unknown": what peers '
+                          'on distinct addresses see of the QUIC port')
+    public_endpoint: str = Field(description='"ip:port" as peers beyond the NAT see the QUIC '
+                                 'port; empty while unknown')
+    connections_opened: int = Field(description="verified peer connections since start")
+    connections_direct: int = Field(description="of those, how many were direct (hole punched "
+                                    "ones included)")
+    connections_relayed_now: int = Field(description="peers reached through a relay now")
+    hole_punch_attempts: int
+    hole_punch_successes: int
+    hole_punch_p50_ms: Number | None = Field(description="median time from reaching a peer "
+                                             "through a relay to a direct connection")
     active_sessions: int | None = _omitted()
     max_connections: int | None = _omitted()
     pricing_per_gb: Number | None = _omitted()

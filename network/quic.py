@@ -24,9 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.asyncio import serve as quic_serve
 from aioquic.asyncio.protocol import QuicStreamAdapter
-from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
@@ -36,6 +34,7 @@ from network.handshake import Handshake, HandshakeFailed, PeerVerified
 from network.identity import Identity
 from network.limits import TransportLimits
 from network.quic_flow import CountingReader, FlowControlledConnection
+from network.udp_endpoint import SharedEndpoint
 
 log = logging.getLogger("remote_network.quic")
 # aioquic logs every connection's version and ALPN negotiation at INFO; keep its warnings only.
@@ -96,6 +95,8 @@ class PeerConnection(QuicConnectionProtocol):
         self.peer_address: tuple[str, int] | None = None
         # The relay this connection's packets go through (None: direct).
         self.relayed_via: str | None = None
+        # Dialled from a socket of its own, not the node's QUIC port (network.udp_endpoint).
+        self.own_socket = False
         self.close_reason = ""
         self.verified: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.verified.add_done_callback(_consume)
@@ -367,31 +368,42 @@ def _consume(future: asyncio.Future[Any]) -> None:
 
 async def serve(host: str, port: int, config: QuicConfiguration, *, owner: ConnectionHost,
                 handshake_timeout: float, limits: TransportLimits | None = None,
-                retry: bool = True) -> QuicServer:
+                retry: bool = True) -> SharedEndpoint:
     """Listen for QUIC on UDP. With ``retry`` a new client must first prove it receives at its
     address (a QUIC Retry round trip), so spoofed sources cannot make the node hold state."""
     factory = functools.partial(PeerConnection, host=owner, handshake_timeout=handshake_timeout,
                                 limits=limits)
-    return await quic_serve(host, port, configuration=config, create_protocol=factory,
-                            retry=retry)
+    loop = asyncio.get_running_loop()
+    _, endpoint = await loop.create_datagram_endpoint(
+        lambda: SharedEndpoint(configuration=config, create_protocol=factory, retry=retry),
+        local_addr=(host, port))
+    return endpoint
 
 
 async def dial(host: str, port: int, config: QuicConfiguration, *, owner: ConnectionHost,
-               handshake_timeout: float, limits: TransportLimits | None = None
-               ) -> PeerConnection:
-    """Open a QUIC connection (TLS done, identity exchange not yet run)."""
+               handshake_timeout: float, limits: TransportLimits | None = None,
+               endpoint: SharedEndpoint | None = None) -> PeerConnection:
+    """Open a QUIC connection (TLS done, identity exchange not yet run): from ``endpoint``'s
+    socket where it can reach the address, else from a socket of its own."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=0)
     family, _, _, _, addr = infos[0]
-    local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
-    if host.startswith("127.") or host == "localhost":
-        local = ("127.0.0.1", 0)
     quic = QuicConnection(configuration=config)
-    _, protocol = await loop.create_datagram_endpoint(
-        lambda: PeerConnection(quic, host=owner, handshake_timeout=handshake_timeout,
-                               limits=limits),
-        local_addr=local)
-    conn: PeerConnection = protocol  # type: ignore[assignment]
+    conn: PeerConnection
+    if endpoint is not None and endpoint.can_reach((str(addr[0]), int(addr[1]))):
+        conn = PeerConnection(quic, host=owner, handshake_timeout=handshake_timeout,
+                              limits=limits)
+        endpoint.attach(conn, quic)
+    else:
+        local = ("::", 0) if family == socket.AF_INET6 else ("0.0.0.0", 0)
+        if host.startswith("127.") or host == "localhost":
+            local = ("127.0.0.1", 0)
+        _, protocol = await loop.create_datagram_endpoint(
+            lambda: PeerConnection(quic, host=owner, handshake_timeout=handshake_timeout,
+                                   limits=limits),
+            local_addr=local)
+        conn = protocol  # type: ignore[assignment]
+        conn.own_socket = True
     conn.peer_address = (str(addr[0]), int(addr[1]))
     try:
         conn.connect(addr)

@@ -23,12 +23,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aioquic.asyncio.server import QuicServer
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from network import bulk, quic
@@ -36,6 +35,7 @@ from network.bulk_transfer import BlobSource, BulkTransfer
 from network.certs import ensure_self_signed
 from network.identity import Identity
 from network.limits import ConnectionBook, ConnectionRefused, TransportLimits
+from network.nat_type import OBSERVE_ADDRESS, answer_observe
 from network.peer_errors import PeerError, PeerTimeout, PeerUnreachable
 from network.streams import (
     EventCallback,
@@ -47,6 +47,7 @@ from network.streams import (
     maybe_async,
 )
 from network.tunnels import RELAY_INCOMING, RELAY_TUNNEL, TUNNEL_DATAGRAM_SIZE, RelayTunnels
+from network.udp_endpoint import SharedEndpoint
 
 __all__ = [
     "PING", "RELAY_INCOMING", "RELAY_TUNNEL", "TUNNEL_DATAGRAM_SIZE", "Address", "BlobSource",
@@ -96,10 +97,17 @@ class PeerTransport:
         self._is_blacklisted = is_blacklisted or (lambda _peer: False)
         self.on_connected: list[Callable[[str, Address | None], None]] = []
         self.on_disconnected: list[Callable[[str], None]] = []
+        # What rides on the transport and stops with it (a relay's splice port).
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        # A peer was just reached through a relay (hole punching may move it to a direct path).
+        self.on_relayed: list[Callable[[str], None]] = []
+        # Verified connections since start, how many of them direct (network.hole_punch).
+        self.connections_opened = 0
+        self.connections_direct = 0
         self._connections: dict[str, quic.PeerConnection] = {}
         self._all: set[quic.PeerConnection] = set()
         self._dialing: dict[str, asyncio.Task[quic.PeerConnection]] = {}
-        self._server: QuicServer | None = None
+        self._server: SharedEndpoint | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self._incoming = ConnectionBook(config.limits)
@@ -108,6 +116,7 @@ class PeerTransport:
         self._bulk = BulkTransfer(self, config, blob_source=blob_source)
         self._tunnels = RelayTunnels(self, config, accepts_from=accepts_tunnels_from)
         self.register(PING, self._on_ping)
+        self.register(OBSERVE_ADDRESS, answer_observe)
         self.register(bulk.BULK_OFFER, self._bulk.on_offer)
         self._requests.register_stream(bulk.BULK_GET, self._bulk.send_on_stream,
                                        reads_stream=False)
@@ -159,6 +168,11 @@ class PeerTransport:
         log.info("QUIC transport for %s on %s:%d", self.peer_id, cfg.host, self.port)
 
     async def stop(self) -> None:
+        for hook in self.on_stop:
+            try:
+                await hook()
+            except Exception:
+                log.exception("transport stop hook %r failed", hook)
         for task in list(self._dialing.values()):
             task.cancel()
         conns = list(self._all)
@@ -184,11 +198,38 @@ class PeerTransport:
 
     # -- connections -----------------------------------------------------------------------
     @property
+    def local_host(self) -> str:
+        """The address the QUIC port is bound to (may be a wildcard)."""
+        return self.config.host
+
+    @property
     def active_connections(self) -> int:
         return len(self._connections)
 
     def connected_peers(self) -> list[str]:
         return sorted(self._connections)
+
+    def current_connection(self, peer_id: str) -> quic.PeerConnection | None:
+        """The connection new requests to ``peer_id`` take, if one is open."""
+        conn = self._connections.get(peer_id)
+        return conn if conn is not None and conn.is_open else None
+
+    def path_counts(self) -> dict[str, int]:
+        """Connections opened since start, how many were direct, how many are relayed now."""
+        return {"connections_opened": self.connections_opened,
+                "connections_direct": self.connections_direct,
+                "connections_relayed_now": sum(c.relayed_via is not None
+                                               for c in self._connections.values())}
+
+    def send_from_port(self, data: bytes, address: Address, *, ttl: int | None = None) -> None:
+        """One datagram from the node's QUIC port (a hole punch), going ``ttl`` hops."""
+        if self._server is not None:
+            self._server.send_raw(data, address, ttl=ttl)
+
+    def is_connected(self, peer_id: str) -> bool:
+        """Whether a verified connection to ``peer_id`` is open now."""
+        conn = self._connections.get(peer_id)
+        return conn is not None and conn.is_open
 
     def is_blacklisted(self, peer_id: str) -> bool:
         return peer_id != self.peer_id and self._is_blacklisted(peer_id)
@@ -251,7 +292,10 @@ class PeerTransport:
         if relay and relay not in (peer_id, self.peer_id):
             try:
                 conn = await self._tunnels.dial(peer_id, relay)
-                return await self._identify(conn, peer_id, peer_id)
+                conn = await self._identify(conn, peer_id, peer_id)
+                for hook in self.on_relayed:
+                    _call_hook(hook, peer_id)
+                return conn
             except PeerError as exc:
                 errors.append(f"through relay {relay[:16]}: {exc.reason}")
         addresses = await maybe_async(self.resolver(peer_id))
@@ -271,7 +315,7 @@ class PeerTransport:
             async with asyncio.timeout(self.config.connect_timeout):
                 conn = await quic.dial(host, port, self._client_config, owner=self,
                                        handshake_timeout=self.config.handshake_timeout,
-                                       limits=self.config.limits)
+                                       limits=self.config.limits, endpoint=self._server)
         except TimeoutError as exc:
             raise PeerUnreachable(name, f"no QUIC answer from {host}:{port} within "
                                   f"{self.config.connect_timeout:g}s") from exc
@@ -305,6 +349,8 @@ class PeerTransport:
 
     def connection_verified(self, conn: quic.PeerConnection) -> None:
         assert conn.peer_id is not None
+        self.connections_opened += 1
+        self.connections_direct += conn.relayed_via is None
         self._incoming.verified(conn, conn.peer_id)
         self._all.add(conn)
         self._connections[conn.peer_id] = conn

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import psutil
 
 from network.dht import DhtConfig, DhtNode, LocalFacts, parse_address
 from network.identity import Identity
+from network.nat_type import NatType
 from network.peers import PeerDirectory
 from network.records import NatFacts, capabilities_from_summary
 from orchestrator.blacklist import Blacklist
@@ -73,6 +75,26 @@ def dht_config(settings: Settings) -> DhtConfig:
                      members_per_source=settings.dht_members_per_source)
 
 
+def nat_observers(peers: PeerDirectory, limit: int = 8) -> list[str]:
+    """Peers to ask where they see us from: those whose record says they are not behind NAT
+    and names a direct address, relays first, the rest in random order."""
+    rows = [p for p in peers.all()
+            if p.record is not None and not p.record.nat.behind_nat and p.quic_addresses]
+    random.shuffle(rows)
+    rows.sort(key=lambda p: not (p.record is not None and p.record.is_relay))
+    return [p.peer_id for p in rows[:limit]]
+
+
+def peer_nat_type(peers: PeerDirectory, peer_id: str) -> NatType:
+    """What a peer's record says of its NAT (unknown without a record or a known value)."""
+    info = peers.get(peer_id)
+    value = info.record.nat.nat_type if info is not None and info.record is not None else ""
+    try:
+        return NatType(value)
+    except ValueError:
+        return NatType.UNKNOWN
+
+
 def interface_addresses(limit: int = 3) -> list[str]:
     """This machine's IPv4 addresses other than loopback and link-local."""
     found: list[str] = []
@@ -91,9 +113,11 @@ class Discovery:
     def __init__(self, identity: Identity, settings: Settings, *, peers: PeerDirectory,
                  bus: EventBus, services: ServiceRegistry, capabilities: CapabilityProbe,
                  blacklist: Blacklist, fetch_capabilities: Callable[[str], Awaitable[Any]],
-                 nat_relay: RelayClient | None = None) -> None:
+                 nat_relay: RelayClient | None = None,
+                 nat_type: Callable[[], str] = lambda: "") -> None:
         """``fetch_capabilities(peer_id)``: a peer's full capabilities, over the transport.
-        ``nat_relay``: behind NAT, the relay client; the published record names its relay."""
+        ``nat_relay``: behind NAT, the relay client; the published record names its relay.
+        ``nat_type()``: what the node learned of its NAT (``network.nat_type``)."""
         self.settings = settings
         self.peers = peers
         self.bus = bus
@@ -102,6 +126,7 @@ class Discovery:
         self.blacklist = blacklist
         self.fetch_capabilities = fetch_capabilities
         self.nat_relay = nat_relay
+        self.nat_type = nat_type
         self.dht = DhtNode(identity, dht_config(settings), facts=self.local_facts,
                            on_record=peers.update_from_record, on_round=peers.expire)
         self._watch: asyncio.Task[None] | None = None
@@ -141,7 +166,7 @@ class Discovery:
             is_relay=settings.relay,
             nat=NatFacts(
                 behind_nat=settings.nat,
-                nat_type=relay.nat_type if relay else "",
+                nat_type=self.nat_type(),
                 using_relay=bool(relay and relay.connected_relay_id),
                 connected_relay_id=relay.connected_relay_id if relay else "",
             ),

@@ -15,14 +15,22 @@ from flows.executions import Executions
 from flows.job_protocol import RemoteDispatcher, RemoteJobs
 from flows.on_prefect import PrefectEngine, PrefectRuntime, ScheduleService
 from network.dht import dht_node_id
+from network.hole_punch import PUNCH, HolePuncher
 from network.identity import Identity
+from network.nat_type import NatObserver, NatType
 from orchestrator.assembly import job_step, local_jobs, plan_compiler
 from orchestrator.auth import Authenticator, load_or_create_secret
 from orchestrator.blacklist import Blacklist
 from orchestrator.capabilities import CapabilityProbe
 from orchestrator.config import Settings
 from orchestrator.db import Database
-from orchestrator.discovery import Discovery, peer_directory
+from orchestrator.discovery import (
+    Discovery,
+    interface_addresses,
+    nat_observers,
+    peer_directory,
+    peer_nat_type,
+)
 from orchestrator.errors import Forbidden, OperationFailed
 from orchestrator.events import EventBus
 from orchestrator.execution_store import ExecutionStore
@@ -112,11 +120,26 @@ class Node:
                         dht_node_id=dht_node_id(self.identity).hex(),
                         connected=self.our_relay)
             if settings.nat else None)
+        # Our NAT type, from where peers see our QUIC port (published in our record).
+        self.nat_observer = NatObserver(
+            self.transport, partial(nat_observers, self.peers),
+            local_addresses=interface_addresses,
+            on_change=lambda _type, _address: self.dht.request_republish())
+        # A peer reached through its relay moves to a direct path where a punch opens one.
+        self.hole_puncher = HolePuncher(
+            self.transport,
+            own_nat=lambda: (self.nat_observer.nat_type, self.nat_observer.external_address),
+            peer_nat=partial(peer_nat_type, self.peers))
+        self.transport.register(PUNCH, self.hole_puncher.on_punch)
+        self.transport.on_relayed.append(self.hole_puncher.relayed)
         # Peer discovery (node.dht): publishes our record, fills the directory.
         self.discovery = Discovery(
             self.identity, settings, peers=self.peers, bus=self.bus, services=self.services,
             capabilities=self.capabilities, blacklist=self.blacklist,
-            fetch_capabilities=self.messaging.fetch_peer_capabilities, nat_relay=self.nat_relay)
+            fetch_capabilities=self.messaging.fetch_peer_capabilities, nat_relay=self.nat_relay,
+            # The record's field is empty while unknown, as the peers list documents it.
+            nat_type=lambda: ("" if self.nat_observer.nat_type is NatType.UNKNOWN
+                              else self.nat_observer.nat_type.value))
         self.dht = self.discovery.dht
         # Jobs: the records of executions and jobs (the only writer of those rows), and other
         # peers: workflow nodes on them go out over QUIC, their jobs come in.
@@ -179,6 +202,7 @@ class Node:
         self.retention.start()
         await self.messaging.start()
         await self.discovery.start()
+        self.nat_observer.start()
         if self.nat_relay is not None:
             self.nat_relay.start()
         log.info("node %s started", self.peer_id)
@@ -191,6 +215,8 @@ class Node:
         await self.executor.shutdown()
         if self.nat_relay is not None:
             await self.nat_relay.stop()
+        await self.nat_observer.stop()
+        await self.hole_puncher.stop()
         await self.discovery.stop()
         await self.messaging.stop()
         await self.uploads.stop()
@@ -220,6 +246,11 @@ class Node:
             # node keeps a relay (and shows its relay section), and the relay's figures.
             "node_type": "private" if self.settings.nat else "public",
             "quic_port": self.settings.quic_port,
+            # What peers on distinct addresses see of our QUIC port (network.nat_type).
+            "nat_type": self.nat_observer.nat_type.value,
+            "public_endpoint": self.nat_observer.public_endpoint,
+            **self.transport.path_counts(),
+            **self.hole_puncher.counts(),
             **(self.relay_service.totals() if self.relay_service is not None else {}),
         }
         session = self.nat_relay.current_session() if self.nat_relay is not None else None

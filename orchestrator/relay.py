@@ -47,7 +47,6 @@ from orchestrator.events import RELAY_CANDIDATES, EventBus
 log = logging.getLogger("remote_network.relay")
 
 BLACKLIST_REASON = "Manual blacklist from relay session"
-NAT_TYPE = "unknown"  # what kind of NAT is not probed: the node is told it is behind one
 PREFERENCE_FILE = "relay.json"
 
 
@@ -119,7 +118,6 @@ class RelayClient:
         self.is_blacklisted = is_blacklisted
         self.bus = bus
         self.dht_node_id = dht_node_id
-        self.nat_type = NAT_TYPE
         self.connected = connected
         self.session_id = ""
         self.connected_since = 0.0  # wall-clock seconds, while connected

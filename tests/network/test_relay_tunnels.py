@@ -15,22 +15,9 @@ import pytest
 
 from network.messages import Envelope, encode
 from network.peer_errors import PeerUnreachable
-from network.relay import RELAY_REGISTER, RelayService
-from network.transport import PeerTransport
+from network.relay import RelayService
 from network.tunnels import RELAY_INCOMING
-from tests.support.transports import Net, transports
-
-
-async def relayed(net: Net) -> tuple[PeerTransport, PeerTransport, PeerTransport, RelayService]:
-    relay = await net.add(name="relay")
-    service = RelayService(relay, capacity=10, price_per_gb=0.01)
-    nat = await net.add(name="nat")
-    x = await net.add(name="x")
-    nat.accepts_tunnels_from = lambda peer: peer == relay.peer_id
-    await nat.request(relay.peer_id, RELAY_REGISTER, {"dht_node_id": "n"})
-    del net.addresses[nat.peer_id]  # nobody can dial it: only through the relay
-    x.relay_for = lambda peer: relay.peer_id if peer == nat.peer_id else None
-    return relay, nat, x, service
+from tests.support.transports import relayed, transports
 
 
 async def test_requests_and_bulk_go_through_the_relay(tmp_path: Path) -> None:
