@@ -25,64 +25,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from executors.artifacts import ArtifactStore
 from executors.base import JobOutcome
-from executors.local import LocalExecutor
-from flows.dispatch import LocalDispatcher
-from flows.job_protocol import RemoteDispatcher, RemoteJobs
 from network.identity import Identity
 from network.transport import PeerTransport, TransportConfig
-from orchestrator.db import Database
-from orchestrator.events import EventBus
-from orchestrator.execution_store import ExecutionStore
 from orchestrator.job_request import JobInput, JobRequest
-from orchestrator.models import StandaloneDetails
-from orchestrator.registry import ServiceRegistry
-from orchestrator.states import InterfaceType, ServiceType
-from orchestrator.wiring import Interface
+from tests.support.job_peer import JobPeer
 
 EXECUTABLE = "/bin/true"
 
 
-class Side:
+class Side(JobPeer):
     def __init__(self, root: Path, addresses: dict[str, list[tuple[str, int]]]) -> None:
         root.mkdir(parents=True)
-        self.transport = PeerTransport(
+        super().__init__(PeerTransport(
             Identity.generate(), TransportConfig(host="127.0.0.1", port=0, tls_dir=root / "tls"),
-            resolver=lambda p: addresses.get(p, []))
+            resolver=lambda p: addresses.get(p, [])), root)
         self.addresses = addresses
-        self.db = Database(f"sqlite:///{root / 'node.db'}")
-        self.db.migrate()
-        bus = EventBus()
-        self.registry = ServiceRegistry(self.db, bus)
-        self.store = ArtifactStore(root / "artifacts")
-        self.executor = LocalExecutor(self.store, root / "jobs", owner=self.transport.peer_id)
-        self.local = LocalDispatcher(self.registry, self.executor, self.store,
-                                     scratch_dir=root / "scratch")
-        self.remote = RemoteDispatcher(self.transport, self.local, self.store)
-        RemoteJobs(self.transport, registry=self.registry, local=self.local,
-                   fetch=self.remote.fetch,
-                   store=ExecutionStore(self.db, bus, own_peer_id=self.transport.peer_id),
-                   is_blacklisted=lambda _p: False).register()
-        self.transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
-                                                  else None)
 
     async def start(self) -> None:
         await self.transport.start()
         self.addresses[self.transport.peer_id] = [("127.0.0.1", self.transport.port)]
-        await self.executor.start()
+        await super().start()
 
     async def stop(self) -> None:
-        await self.executor.shutdown(timeout=10)
+        await super().stop()
         await self.transport.stop()
-        self.db.close()
 
     def noop_service(self) -> int:
-        view = self.registry.create(
-            name="noop", service_type=ServiceType.STANDALONE,
-            interfaces=[Interface(InterfaceType.STDIN), Interface(InterfaceType.STDOUT)],
-            details=StandaloneDetails(service_id=0, executable_path=EXECUTABLE))
-        return int(view.service.id or 0)
+        return self.stdin_to_stdout_service("noop", EXECUTABLE)
 
 
 async def main(runs: int) -> None:

@@ -6,7 +6,8 @@ routers that masquerade: A and B cone-like (``MASQUERADE``), C and D symmetric-l
 type from R and O, and is reached through R first. For each pair the test checks the detected
 types, whether the pair ends direct (the target's router counts the UDP bytes its peer sent
 straight to the other side, which is more than the blob only when the blob went direct), and
-that a blob fetched across the pair arrives byte-exact whichever path it took.
+that a blob fetched across the pair, and the output of a job run across it on an input of the
+requester's, arrive byte-exact whichever path they took.
 """
 
 from __future__ import annotations
@@ -86,12 +87,20 @@ def test_each_peer_learns_its_nat_type(world: World) -> None:
 
 def _cross(world: World, requester: PeerProcess, target: PeerProcess, target_site: Site,
            toward_ip: str) -> tuple[dict[str, object], int]:
+    """Reach ``target`` from ``requester``, fetch a blob it holds, and run a job on it over a
+    blob of ours; the UDP bytes ``target`` sent straight to ``toward_ip`` (its router counts)."""
     target_site.count_udp_to(toward_ip)
     sha = target.call("blob", mib=BLOB_MIB)["sha256"]
     got = requester.call("reach", peer=target.peer_id, sha256=sha)
     assert got["relayed_first"] is True  # a peer behind NAT is always reached via R first
     assert got["ping"] == target.peer_id
     assert got["fetched"] == BLOB_MIB * 1024 * 1024 and got["sha_ok"] is True
+    # A job across the pair: the target fetches our input, runs cat, we fetch its output.
+    service_id = target.call("service")["service_id"]
+    mine = requester.call("blob", mib=1)["sha256"]
+    job = requester.call("job", peer=target.peer_id, service_id=service_id, sha256=mine)
+    assert job["outcome"] == "COMPLETED", job["why"]
+    assert job["output_sha256"] == mine and job["output_here"] is True  # byte-exact
     return got, target_site.udp_bytes_to(toward_ip)
 
 

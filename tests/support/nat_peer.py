@@ -5,8 +5,9 @@ JSON lines on stdin, answering JSON lines on stdout. Run inside a test's network
 
 Commands: ``book`` (addresses, relays and NAT types of the others), ``register`` (with a
 relay, accepting its tunnels), ``observe`` (learn the NAT type from the given peers), ``blob``
-(serve a blob of N MiB), ``reach`` (connect to a peer, give hole punching its chance, fetch a
-blob, say which path it took), ``quit``.
+(hold a blob of N MiB), ``service`` (offer ``cat``), ``reach`` (connect to a peer, give hole
+punching its chance, fetch a blob, say which path it took), ``job`` (run ``cat`` on a peer over
+one of our blobs and fetch its output back), ``quit``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from executors.base import ArtifactRef
 from network.hole_punch import PUNCH, HolePuncher
 from network.identity import Identity
 from network.nat_type import NatObserver, NatType
 from network.relay import RELAY_REGISTER, RelayService
 from network.transport import PeerTransport, TransportConfig
+from orchestrator.job_request import JobInput, JobRequest
+from tests.support.job_peer import JobPeer
 
 
 class Peer:
@@ -34,13 +38,13 @@ class Peer:
         self.addresses: dict[str, list[tuple[str, int]]] = {}
         self.relays: dict[str, str] = {}
         self.nat_types: dict[str, NatType] = {}
-        self.blobs: dict[str, Path] = {}
         self.transport = PeerTransport(
             Identity.generate(),
             TransportConfig(host=host, port=0, tls_dir=root / "tls", request_timeout=5,
                             connect_timeout=2, handshake_timeout=3),
             resolver=lambda p: self.addresses.get(p, []),
-            relay_for=self.relays.get, blob_source=self.blobs.get)
+            relay_for=self.relays.get)
+        self.jobs = JobPeer(self.transport, root / "node")
         self.relay = RelayService(self.transport, capacity=16, price_per_gb=0) if relay else None
         self.observer = NatObserver(self.transport, list)
         self.puncher = HolePuncher(
@@ -72,15 +76,27 @@ class Peer:
             nat_type, address = await self.observer.observe()
             return {"nat_type": nat_type.value, "address": list(address) if address else None}
         if cmd == "blob":
-            data = os.urandom(int(msg["mib"] * 1024 * 1024))
-            sha = hashlib.sha256(data).hexdigest()
-            path = self.root / sha
-            path.write_bytes(data)
-            self.blobs[sha] = path
-            return {"sha256": sha}
+            ref = self.jobs.store.put_bytes(os.urandom(int(msg["mib"] * 1024 * 1024)))
+            return {"sha256": ref.sha256}
+        if cmd == "service":
+            return {"service_id": self.jobs.stdin_to_stdout_service("cat", "/bin/cat")}
+        if cmd == "job":
+            return await self.job(msg["peer"], int(msg["service_id"]), msg["sha256"])
         if cmd == "reach":
             return await self.reach(msg["peer"], msg.get("sha256"))
         raise ValueError(f"unknown command {cmd}")
+
+    async def job(self, peer_id: str, service_id: int, sha256: str) -> dict[str, Any]:
+        """Run ``cat`` on ``peer_id`` over one of our blobs: it fetches the input from us, we
+        fetch its output back; the output must be the input, byte for byte."""
+        ref = ArtifactRef(sha256, self.jobs.store.path(sha256).stat().st_size)
+        request = JobRequest(f"lab-{time.monotonic_ns()}", service_id, peer_id,
+                             (JobInput(None, "STDIN", artifact=ref),), timeout=60)
+        result = await self.jobs.remote.dispatch(request)
+        out = result.outputs.get("STDOUT")
+        return {"outcome": result.outcome.value, "why": result.error,
+                "output_sha256": out.sha256 if out else None,
+                "output_here": bool(out and self.jobs.store.has(out.sha256))}
 
     async def reach(self, peer_id: str, sha256: str | None) -> dict[str, Any]:
         t = self.transport
@@ -121,6 +137,7 @@ async def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     peer = Peer(args.host, root, relay=args.relay)
     await peer.transport.start()
+    await peer.jobs.start()
     print(json.dumps({"peer_id": peer.transport.peer_id, "port": peer.transport.port}),
           flush=True)
     loop = asyncio.get_running_loop()
@@ -137,6 +154,7 @@ async def main() -> None:
             print(json.dumps(reply), flush=True)
     finally:
         await peer.puncher.stop()
+        await peer.jobs.stop()
         await peer.transport.stop()
 
 

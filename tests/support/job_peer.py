@@ -1,0 +1,57 @@
+"""The parts of a node that run jobs for other peers and send jobs to them, around one peer
+transport: a database, the registry, the artifact store, the executor and both dispatchers.
+Used where a whole node process would be too much (benches, the NAT lab's peers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from executors.artifacts import ArtifactStore
+from executors.local import LocalExecutor
+from flows.dispatch import LocalDispatcher
+from flows.job_protocol import RemoteDispatcher, RemoteJobs
+from network.transport import PeerTransport
+from orchestrator.db import Database
+from orchestrator.events import EventBus
+from orchestrator.execution_store import ExecutionStore
+from orchestrator.models import StandaloneDetails
+from orchestrator.registry import ServiceRegistry
+from orchestrator.states import InterfaceType, ServiceType
+from orchestrator.wiring import Interface
+
+
+class JobPeer:
+    """Jobs on ``transport``: it serves its store's blobs and answers ``job_run``."""
+
+    def __init__(self, transport: PeerTransport, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.transport = transport
+        self.db = Database(f"sqlite:///{root / 'node.db'}")
+        self.db.migrate()
+        bus = EventBus()
+        self.registry = ServiceRegistry(self.db, bus)
+        self.store = ArtifactStore(root / "artifacts")
+        self.executor = LocalExecutor(self.store, root / "jobs", owner=transport.peer_id)
+        self.local = LocalDispatcher(self.registry, self.executor, self.store,
+                                     scratch_dir=root / "scratch")
+        self.remote = RemoteDispatcher(transport, self.local, self.store)
+        RemoteJobs(transport, registry=self.registry, local=self.local, fetch=self.remote.fetch,
+                   store=ExecutionStore(self.db, bus, own_peer_id=transport.peer_id),
+                   is_blacklisted=lambda _p: False).register()
+        transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
+                                             else None)
+
+    async def start(self) -> None:
+        await self.executor.start()
+
+    async def stop(self) -> None:
+        await self.executor.shutdown(timeout=10)
+        self.db.close()
+
+    def stdin_to_stdout_service(self, name: str, executable: str) -> int:
+        """A standalone service reading its input on stdin and writing its output on stdout."""
+        view = self.registry.create(
+            name=name, service_type=ServiceType.STANDALONE,
+            interfaces=[Interface(InterfaceType.STDIN), Interface(InterfaceType.STDOUT)],
+            details=StandaloneDetails(service_id=0, executable_path=executable))
+        return int(view.service.id or 0)
