@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,33 @@ async def test_a_relayed_connection_has_no_address_to_observe(tmp_path: Path) ->
         _, nat, x, _ = await relayed(net)
         with pytest.raises(RemoteError, match="relayed"):
             await x.request(nat.peer_id, OBSERVE_ADDRESS, {})
+
+
+async def test_the_type_is_learned_again_when_the_node_addresses_change(
+        tmp_path: Path) -> None:
+    async with transports(tmp_path) as net:
+        node = await net.add(name="node")
+        observers = [await net.add(name=f"o{i}", host=f"127.0.0.{i}") for i in (2, 3)]
+        addresses = ["192.168.1.10"]
+        asked: list[int] = []
+        observer = NatObserver(node, lambda: (asked.append(1), [o.peer_id for o in observers])[1],
+                               local_addresses=lambda: list(addresses), check_every=0.05,
+                               relearn_every=3600)
+        observer.start()
+        try:
+            async with asyncio.timeout(5):
+                while observer.nat_type is not NatType.PUBLIC:
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            settled = len(asked)  # known and unchanged: not asked again
+            assert settled == 1
+            addresses.append("10.0.0.7")  # a new interface address
+            async with asyncio.timeout(5):
+                while len(asked) == settled:
+                    await asyncio.sleep(0.02)
+            observer.relearn()  # and when told to (a new relay, new peers)
+            async with asyncio.timeout(5):
+                while len(asked) == settled + 1:
+                    await asyncio.sleep(0.02)
+        finally:
+            await observer.stop()
