@@ -98,6 +98,11 @@ class CurrentRelaySession(BaseModel):
     current_cost: Number
 
 
+class Topology(BaseModel):
+    local_subnet: str = Field(description='"ip/prefix" of the node on its LAN, e.g. '
+                              '"192.168.1.5/24"; empty when it has none')
+
+
 class NodeStats(BaseModel):
     """The reference's figures, and beside them those the original web UI's dashboard reads:
     ``node_type`` (``private`` for a node behind NAT, which keeps a relay), ``quic_port``, the
@@ -116,6 +121,7 @@ class NodeStats(BaseModel):
                           'on distinct addresses see of the QUIC port')
     public_endpoint: str = Field(description='"ip:port" as peers beyond the NAT see the QUIC '
                                  'port; empty while unknown')
+    topology: Topology
     connections_opened: int = Field(description="verified peer connections since start")
     connections_direct: int = Field(description="of those, how many were direct (hole punched "
                                     "ones included)")

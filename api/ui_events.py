@@ -130,12 +130,16 @@ def services_snapshot(src: Sources) -> dict[str, Any]:
 
 
 def workflows_snapshot(src: Sources) -> dict[str, Any]:
+    """Each workflow with its times in Unix seconds and ``status``: its latest execution's,
+    lowercase, or ``idle`` when it never ran (as the original node sends it)."""
     items = []
+    statuses = src.records.latest_statuses()
     for w in src.workflows.list():
         public = WorkflowPublic.model_validate(w)
         item = public.model_dump(mode="json")
         item["created_at"] = unix(public.created_at)
         item["updated_at"] = unix(public.updated_at)
+        item["status"] = statuses.get(public.id, "idle").lower()
         items.append(item)
     return envelope("workflows.updated", {"workflows": items})
 

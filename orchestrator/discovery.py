@@ -109,6 +109,22 @@ def interface_addresses(limit: int = 3) -> list[str]:
     return found[:limit]
 
 
+def local_subnet(bound_host: str = "") -> str:
+    """``ip/prefix`` of this machine on its LAN: the address the QUIC port is bound to, or else
+    the first IPv4 address that is neither loopback nor link-local ("" when there is none)."""
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family.name != "AF_INET" or not addr.netmask:
+                continue
+            ip = ipaddress.ip_address(addr.address)
+            if ip.is_loopback or ip.is_link_local:
+                continue
+            if bound_host not in WILDCARD and bound_host and addr.address != bound_host:
+                continue
+            return str(ipaddress.ip_interface(f"{addr.address}/{addr.netmask}"))
+    return ""
+
+
 class Discovery:
     def __init__(self, identity: Identity, settings: Settings, *, peers: PeerDirectory,
                  bus: EventBus, services: ServiceRegistry, capabilities: CapabilityProbe,

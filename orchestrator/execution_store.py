@@ -184,6 +184,15 @@ class ExecutionStore:
                                .where(WorkflowExecution.workflow_id == workflow_id)
                                .order_by(col(WorkflowExecution.id))))
 
+    def latest_statuses(self) -> dict[int, str]:
+        """The status of each workflow's most recent execution, by workflow id (one query)."""
+        latest = (select(func.max(WorkflowExecution.id))
+                  .group_by(col(WorkflowExecution.workflow_id)).scalar_subquery())
+        with self.db.session() as s:
+            rows = s.exec(select(WorkflowExecution.workflow_id, WorkflowExecution.status)
+                          .where(col(WorkflowExecution.id).in_(latest)))
+            return {int(w): str(status) for w, status in rows}
+
     def set_execution(self, execution_id: int, state: RunState, *, error: str | None = None,
                       prefect_flow_run_id: str | None = None) -> None:
         """Move an execution to ``state`` (409 when it may not move there from where it is)."""

@@ -27,6 +27,7 @@ from orchestrator.db import Database
 from orchestrator.discovery import (
     Discovery,
     interface_addresses,
+    local_subnet,
     nat_observers,
     peer_directory,
     peer_nat_type,
@@ -249,6 +250,7 @@ class Node:
             # What peers on distinct addresses see of our QUIC port (network.nat_type).
             "nat_type": self.nat_observer.nat_type.value,
             "public_endpoint": self.nat_observer.public_endpoint,
+            "topology": {"local_subnet": local_subnet(self.settings.p2p_host)},
             **self.transport.path_counts(),
             **self.hole_puncher.counts(),
             **(self.relay_service.totals() if self.relay_service is not None else {}),

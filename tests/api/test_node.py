@@ -32,6 +32,14 @@ def test_status_shape(node_proc: NodeProcess, client: ApiClient) -> None:
     # What the original web UI's dashboard also reads; no relay figures off relay mode.
     assert (stats["node_type"], stats["quic_port"]) == ("public", node_proc.quic_port)
     assert "active_sessions" not in stats
+    # A lone node has no peers to observe it from: its NAT type is not known yet.
+    assert (stats["nat_type"], stats["public_endpoint"]) == ("unknown", "")
+    subnet = stats["topology"]["local_subnet"]
+    assert subnet == "" or __import__("ipaddress").ip_interface(subnet).version == 4
+    assert {k: stats[k] for k in ("connections_relayed_now", "hole_punch_attempts",
+                                  "hole_punch_successes")} == {
+        "connections_relayed_now": 0, "hole_punch_attempts": 0, "hole_punch_successes": 0}
+    assert stats["connections_opened"] >= stats["connections_direct"] >= 0
     # The peer id is the one the CLI reports for the same data dir.
     assert body["peer_id"] == __import__("hashlib").sha1(
         bytes(__import__("nacl.signing").signing.SigningKey(node_proc.seed()).verify_key)

@@ -45,6 +45,12 @@ class Records:
             raise NotFound("Workflow execution not found")
         return self.rows[execution_id]
 
+    def latest_statuses(self) -> dict[int, str]:
+        latest: dict[int, Any] = {}
+        for row_id in sorted(self.rows):
+            latest[self.rows[row_id].workflow_id] = self.rows[row_id].status
+        return latest
+
 
 class NoRelays:
     def relay_server(self) -> Any:
@@ -149,18 +155,25 @@ def test_services_updated_is_the_full_list(registry: ServiceRegistry) -> None:
 def test_snapshots_of_workflows_blacklist_and_peers() -> None:
     wf = SimpleNamespace(id=1, name="w", description="", definition={}, created_at=T0,
                          updated_at=T0)
+    ran = SimpleNamespace(id=2, name="r", description="", definition={}, created_at=T0,
+                          updated_at=T0)
+    runs = Records({1: SimpleNamespace(workflow_id=2, status="FAILED"),
+                    2: SimpleNamespace(workflow_id=2, status="COMPLETED")})
     entry = SimpleNamespace(peer_id="a" * 40, reason="spam", blacklisted_at=T0)
     peer = {"peer_id": "b" * 40, "dht_node_id": "", "is_relay": False,
             "last_seen": "2024-01-02T03:04:05Z"}
     broken = {**peer, "peer_id": "c" * 40, "last_seen": ""}
-    src = sources(workflows=SimpleNamespace(list=lambda: [wf]),
+    src = sources(records=runs, workflows=SimpleNamespace(list=lambda: [wf, ran]),
                   blacklist=SimpleNamespace(list=lambda: [entry]),
                   discovery=SimpleNamespace(list_peers=lambda: {"peers": [peer, broken]}))
     [w] = ui_events.translate(ev.WORKFLOW_UPDATED, {"action": "created"}, src)
     assert w["type"] == "workflows.updated"
-    assert w["payload"]["workflows"] == [{"id": 1, "name": "w", "description": "",
-                                          "definition": {}, "created_at": T0_UNIX,
-                                          "updated_at": T0_UNIX}]
+    # Never run: "idle"; else its latest execution's status, lowercase.
+    assert w["payload"]["workflows"] == [
+        {"id": 1, "name": "w", "description": "", "definition": {}, "created_at": T0_UNIX,
+         "updated_at": T0_UNIX, "status": "idle"},
+        {"id": 2, "name": "r", "description": "", "definition": {}, "created_at": T0_UNIX,
+         "updated_at": T0_UNIX, "status": "completed"}]
     [b] = ui_events.translate(ev.BLACKLIST_UPDATED, {"action": "added"}, src)
     assert b == {**b, "type": "blacklist.updated", "payload": {"blacklist": [
         {"peer_id": "a" * 40, "reason": "spam", "added_at": T0_UNIX}]}}

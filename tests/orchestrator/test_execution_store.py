@@ -102,6 +102,19 @@ def exercise_state_changes(db: Database) -> None:
     assert job_states == [(first, "RUNNING"), (first, "RUNNING"), (first, "COMPLETED"),
                           (second, "RUNNING"), (second, "FAILED")]
 
+    # Each workflow's latest execution, for the original UI's workflow list.
+    assert engine.latest_statuses() == {wf: "FAILED"}
+    engine.create_execution(plan, trigger="api")
+    assert engine.latest_statuses() == {wf: "PENDING"}
+
+    # Another peer's job: made with one INSERT ... RETURNING, defaults and all.
+    remote = engine.new_remote_job(sid, "b" * 40)
+    row = engine.job(remote)
+    assert (row.status, row.requester_peer_id, row.peer_id, row.workflow_execution_id) == (
+        "PENDING", "b" * 40, PEER, None)
+    assert row.created_at is not None
+    assert [p for t, p in bus.seen if t == JOB_UPDATED][-1]["job_id"] == remote
+
 
 def test_state_changes_on_sqlite(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'node.db'}")
