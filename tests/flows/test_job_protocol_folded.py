@@ -14,16 +14,11 @@ from typing import Any
 
 import pytest
 
-from executors.artifacts import ArtifactStore
 from executors.base import ArtifactRef, JobOutcome, JobResult
-from executors.local import LocalExecutor
-from flows.dispatch import LocalDispatcher
 from flows.job_protocol import (
     JOB_RUN,
     RUNNING_HOLD,
     JobCall,
-    RemoteDispatcher,
-    RemoteJobs,
     ServedJob,
     StateEvent,
     answer_progress,
@@ -31,14 +26,11 @@ from flows.job_protocol import (
     result_to_wire,
 )
 from network.transport import PeerTransport
-from orchestrator.db import Database
-from orchestrator.events import EventBus
-from orchestrator.execution_store import ExecutionStore
 from orchestrator.job_request import JobInput, JobRequest
 from orchestrator.models import StandaloneDetails
-from orchestrator.registry import ServiceRegistry
 from orchestrator.states import InterfaceType, RunState, ServiceType
 from orchestrator.wiring import Interface
+from tests.support.job_peer import JobPeer
 from tests.support.transports import Net, transports
 
 # Async fixtures run on the session loop (pyproject); the async tests must share it.
@@ -138,27 +130,11 @@ def test_a_served_job_s_answer_says_whether_it_started() -> None:
 
 
 # -- over QUIC ------------------------------------------------------------------------------------
-class Peer:
+class Peer(JobPeer):
     def __init__(self, root: Path, transport: PeerTransport) -> None:
-        self.transport = transport
-        root.mkdir(parents=True, exist_ok=True)
-        self.db = Database(f"sqlite:///{root / 'node.db'}")
-        self.db.migrate()
-        bus = EventBus()
-        self.registry = ServiceRegistry(self.db, bus)
-        self.store = ArtifactStore(root / "artifacts")
-        self.executor = LocalExecutor(self.store, root / "jobs", owner=transport.peer_id)
-        self.local = LocalDispatcher(self.registry, self.executor, self.store,
-                                     scratch_dir=root / "scratch")
         self.states: list[StateEvent] = []
-        self.remote = RemoteDispatcher(transport, self.local, self.store,
-                                       on_state=lambda _r, e: self.states.append(e))
-        self.records = ExecutionStore(self.db, bus, own_peer_id=transport.peer_id)
-        RemoteJobs(transport, registry=self.registry, local=self.local,
-                   fetch=self.remote.fetch, store=self.records,
-                   is_blacklisted=lambda _p: False).register()
-        transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
-                                             else None)
+        super().__init__(transport, root, dispatcher_options={
+            "on_state": lambda _r, e: self.states.append(e)})
 
     def sh(self, script: str) -> int:
         view = self.registry.create(

@@ -14,13 +14,8 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from executors.artifacts import ArtifactStore
 from executors.base import ArtifactKind, ArtifactRef, JobOutcome, JobResult
-from executors.local import LocalExecutor
-from flows.dispatch import LocalDispatcher
 from flows.job_protocol import (
-    RemoteDispatcher,
-    RemoteJobs,
     StateEvent,
     WireError,
     request_from_wire,
@@ -30,15 +25,12 @@ from flows.job_protocol import (
 )
 from network.identity import Identity
 from network.transport import PeerTransport, TransportConfig
-from orchestrator.db import Database
-from orchestrator.events import EventBus
-from orchestrator.execution_store import ExecutionStore
 from orchestrator.job_request import JobInput, JobRequest
 from orchestrator.models import DataDetails, JobExecution, StandaloneDetails
-from orchestrator.registry import ServiceRegistry
 from orchestrator.services.data_crypto import encrypt_file
 from orchestrator.states import InterfaceType, RunState, ServiceStatus, ServiceType
 from orchestrator.wiring import Interface
+from tests.support.job_peer import JobPeer
 from tests.support.processes import sleeper, sleeping
 from tests.support.transports import Net, transports
 
@@ -47,33 +39,17 @@ pytestmark = pytest.mark.timeout(120)
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
 
-class Peer:
-    """The parts of a node that remote jobs use, wired as the node wires them."""
+class Peer(JobPeer):
+    """The parts of a node that remote jobs use, with a blacklist and the states seen."""
 
     def __init__(self, root: Path, transport: PeerTransport) -> None:
-        self.transport = transport
-        root.mkdir(parents=True, exist_ok=True)
-        self.db = Database(f"sqlite:///{root / 'node.db'}")
-        self.db.migrate()
-        self.bus = EventBus()
-        self.registry = ServiceRegistry(self.db, self.bus)
-        self.store = ArtifactStore(root / "artifacts")
-        self.executor = LocalExecutor(self.store, root / "jobs", owner=transport.peer_id)
-        self.local = LocalDispatcher(self.registry, self.executor, self.store,
-                                     scratch_dir=root / "scratch")
-        self.remote = RemoteDispatcher(transport, self.local, self.store,
-                                       liveness_interval=0.5, liveness_timeout=0.5,
-                                       liveness_misses=2,
-                                       on_state=lambda _r, d: self.states.append(d))
         self.blocked: set[str] = set()
-        self.records = ExecutionStore(self.db, self.bus, own_peer_id=transport.peer_id)
-        self.jobs = RemoteJobs(transport, registry=self.registry, local=self.local,
-                               fetch=self.remote.fetch, store=self.records,
-                               is_blacklisted=self.blocked.__contains__)
-        self.jobs.register()
         self.states: list[StateEvent] = []
-        transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
-                                             else None)
+        super().__init__(transport, root, is_blacklisted=self.blocked.__contains__,
+                         dispatcher_options={
+                             "liveness_interval": 0.5, "liveness_timeout": 0.5,
+                             "liveness_misses": 2,
+                             "on_state": lambda _r, d: self.states.append(d)})
 
     @property
     def peer_id(self) -> str:

@@ -4,7 +4,9 @@ Used where a whole node process would be too much (benches, the NAT lab's peers)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from executors.artifacts import ArtifactStore
 from executors.local import LocalExecutor
@@ -21,23 +23,30 @@ from orchestrator.wiring import Interface
 
 
 class JobPeer:
-    """Jobs on ``transport``: it serves its store's blobs and answers ``job_run``."""
+    """Jobs on ``transport``, wired as the node wires them: it serves its store's blobs and
+    answers ``job_run``. ``dispatcher_options`` go to the ``RemoteDispatcher`` (liveness,
+    ``on_state``); ``is_blacklisted`` to ``RemoteJobs``."""
 
-    def __init__(self, transport: PeerTransport, root: Path) -> None:
+    def __init__(self, transport: PeerTransport, root: Path, *,
+                 dispatcher_options: dict[str, Any] | None = None,
+                 is_blacklisted: Callable[[str], bool] = lambda _p: False) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.transport = transport
         self.db = Database(f"sqlite:///{root / 'node.db'}")
         self.db.migrate()
-        bus = EventBus()
-        self.registry = ServiceRegistry(self.db, bus)
+        self.bus = EventBus()
+        self.registry = ServiceRegistry(self.db, self.bus)
         self.store = ArtifactStore(root / "artifacts")
         self.executor = LocalExecutor(self.store, root / "jobs", owner=transport.peer_id)
         self.local = LocalDispatcher(self.registry, self.executor, self.store,
                                      scratch_dir=root / "scratch")
-        self.remote = RemoteDispatcher(transport, self.local, self.store)
-        RemoteJobs(transport, registry=self.registry, local=self.local, fetch=self.remote.fetch,
-                   store=ExecutionStore(self.db, bus, own_peer_id=transport.peer_id),
-                   is_blacklisted=lambda _p: False).register()
+        self.remote = RemoteDispatcher(transport, self.local, self.store,
+                                       **(dispatcher_options or {}))
+        self.records = ExecutionStore(self.db, self.bus, own_peer_id=transport.peer_id)
+        self.jobs = RemoteJobs(transport, registry=self.registry, local=self.local,
+                               fetch=self.remote.fetch, store=self.records,
+                               is_blacklisted=is_blacklisted)
+        self.jobs.register()
         transport.blob_source = lambda sha: (self.store.path(sha) if self.store.has(sha)
                                              else None)
 
