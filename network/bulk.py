@@ -140,7 +140,7 @@ class _Grant:
     expires: float
 
 
-class BulkServer:
+class BulkServer(ThreadedListener):
     """The TLS-over-TCP side that serves armed tokens. Threads with blocking sockets: the
     copy loop is then bounded by TLS and the disk, not by the event loop."""
 
@@ -152,22 +152,7 @@ class BulkServer:
         self._grants: dict[bytes, _Grant] = {}
         self._lock = threading.Lock()
         self.auth_timeout = auth_timeout
-        self._listener = ThreadedListener(self._serve_one, max_connections=max_connections,
-                                          name="bulk-send")
-
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    @property
-    def refused(self) -> int:
-        return self._listener.refused
-
-    def start(self, host: str, port: int = 0) -> int:
-        return self._listener.start(host, port)
-
-    def stop(self) -> None:
-        self._listener.stop()
+        super().__init__(self._serve_one, max_connections=max_connections, name="bulk-send")
 
     def grant(self, peer_id: str, sha256: str, path: Path, *, now: float | None = None) -> str:
         """Arm a one-time token letting ``peer_id`` read ``path`` (blob ``sha256``)."""
@@ -200,7 +185,7 @@ class BulkServer:
         raw = relay_splice.dial(address, ticket, timeout=CONNECT_TIMEOUT)
         # The requester meets this end at the relay after our answer reaches it: allow for that.
         wait = relay_splice.PAIR_TIMEOUT + self.auth_timeout
-        if not self._listener.run(raw, lambda conn: self._serve_one(conn, auth_timeout=wait)):
+        if not self.run(raw, lambda conn: self._serve_one(conn, auth_timeout=wait)):
             raise BulkError("", "every bulk slot is busy")
 
     def _serve_one(self, raw: socket.socket, *, auth_timeout: float | None = None) -> None:

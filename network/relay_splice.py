@@ -176,7 +176,7 @@ class _Meeting:
         self.closed = False
 
 
-class SpliceServer:
+class SpliceServer(ThreadedListener):
     """The relay's splice port: tickets in, then bytes copied both ways until either end
     stops. Holds at most ``max_connections`` connections and ``2 * COPY_CHUNK`` bytes per
     splice."""
@@ -194,24 +194,12 @@ class SpliceServer:
         self._lock = threading.Lock()
         self._meetings: dict[int, _Meeting] = {}
         self._by_pending: dict[int, _Meeting] = {}
-        self._listener = ThreadedListener(self._serve, max_connections=max_connections,
-                                          name="splice")
+        super().__init__(self._serve, max_connections=max_connections, name="splice")
         self.spliced = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return self._listener.port
-
-    @property
-    def refused(self) -> int:
-        return self._listener.refused
-
-    def start(self, host: str, port: int = 0) -> int:
-        return self._listener.start(host, port)
-
     def stop(self) -> None:
-        self._listener.stop()
+        super().stop()
         with self._lock:
             meetings = list(self._meetings.values())
         for meeting in meetings:

@@ -3,8 +3,8 @@
 The bulk channel (``network.bulk``) and a relay's splice port (``network.relay_splice``) are
 both open to anyone, so both take connections the same way: at most ``max_connections`` at once,
 each on a thread of its own, and a connection over the cap is closed at once, before it is read,
-rather than queued. ``ThreadedListener`` is that loop; its owner says what to do with each
-connection.
+rather than queued. ``ThreadedListener`` is that loop; each server builds on it and says what
+to do with a connection.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class ThreadedListener:
 
     def __init__(self, serve: Callable[[socket.socket], None], *, max_connections: int,
                  name: str) -> None:
-        self._serve = serve
+        self._handler = serve
         self._slots = threading.BoundedSemaphore(max_connections)
         self.max_connections = max_connections
         self.name = name
@@ -60,7 +60,7 @@ class ThreadedListener:
                 conn.close()
             return False
         try:
-            threading.Thread(target=self._run, args=(conn, serve), name=self.name,
+            threading.Thread(target=self._run_one, args=(conn, serve), name=self.name,
                              daemon=True).start()
         except RuntimeError:
             self._slots.release()
@@ -68,7 +68,7 @@ class ThreadedListener:
             return False
         return True
 
-    def _run(self, conn: socket.socket, serve: Callable[[socket.socket], None]) -> None:
+    def _run_one(self, conn: socket.socket, serve: Callable[[socket.socket], None]) -> None:
         try:
             serve(conn)
         finally:
@@ -80,4 +80,4 @@ class ThreadedListener:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            self.run(conn, self._serve)
+            self.run(conn, self._handler)
