@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, computed_field
 
+from orchestrator.content_identity import service_digest
 from orchestrator.peer_policy import PeerPolicy
 from orchestrator.registry import ServiceView
 from orchestrator.service_policy import LIMIT_KEYS
@@ -339,6 +340,8 @@ class ServicePublic(Public):
     allow_network: bool
     limits: LimitsPublic
     effective_limits: EffectiveLimits
+    content_digest: str = Field(description='"sha256:<hex>": the same on every peer offering '
+                                'the same image, executable or file; empty while unknown')
     docker_details: DockerDetailsPublic | None = _omitted()
     standalone_details: StandaloneDetailsPublic | None = _omitted()
     data_details: DataDetailsPublic | None = _omitted()
@@ -354,6 +357,7 @@ class ServicePublic(Public):
             "interfaces": view.interfaces,
             "access": policy.access(s),
             "access_is_default": s.access is None,
+            "content_digest": service_digest(view),
             "allowed_peers": list(policy.allowed_peers(s)),
             "allow_command": s.allow_command,
             "allow_args": s.allow_args,

@@ -76,6 +76,9 @@ def test_from_local_details_and_delete(client: ApiClient, script: Path, tmp_path
     assert details["details"]["run_as_user"] == "nobody:nogroup"
     assert details["details"]["source"] == "local"
     assert details["service"]["id"] == sid
+    # Its content digest: the executable's sha256, as any peer with the same file shows it.
+    digest = "sha256:" + __import__("hashlib").sha256(script.read_bytes()).hexdigest()
+    assert client.get(f"/api/services/{sid}").json()["service"]["content_digest"] == digest
     resp = client.delete(f"/api/services/standalone/{sid}")
     assert resp.json() == {"success": True, "message": "Service deleted successfully"}
     assert script.exists()  # a local source is never removed
