@@ -648,6 +648,9 @@ class JobPublic(Public):
     exit_code: int | None
     error: str | None
     prefect_task_run_id: str | None
+    job_key: str = Field(description='"sha256:<hex>" of what decides the outputs: the service\'s '
+                         'content digest, command, environment, arguments and input hashes; '
+                         'empty until the job ran')
     created_at: OptionalTimestamp
     started_at: OptionalTimestamp
     completed_at: OptionalTimestamp

@@ -115,6 +115,8 @@ class JobResult:
     # "STDOUT", "STDERR", "LOGS", and "MOUNT:<path>" for each output mount.
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     error: str | None = None  # one line saying why, when not COMPLETED
+    # What decides the outputs, hashed (``orchestrator.content_identity.job_key``); "" unknown.
+    job_key: str = ""
 
 
 class LogSink(Protocol):

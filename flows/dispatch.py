@@ -29,6 +29,7 @@ from executors.base import (
     MountInput,
     StandaloneTarget,
 )
+from orchestrator.content_identity import spec_job_key
 from orchestrator.errors import InvalidInput, NotFound, OperationFailed
 from orchestrator.job_request import JobRequest
 from orchestrator.peer_policy import PeerPolicy, Refused, Terms
@@ -218,9 +219,8 @@ class LocalDispatcher:
                 self.artifacts.release(digest)
         aliases = {f"#{i.id}": result.outputs[i.output_key] for i in interface_info(view)
                    if i.is_output and i.output_key in result.outputs}
-        if not aliases:
-            return result
-        return replace(result, outputs={**result.outputs, **aliases})
+        key = await asyncio.to_thread(spec_job_key, view, spec)
+        return replace(result, outputs={**result.outputs, **aliases}, job_key=key)
 
     async def cancel(self, request: JobRequest) -> bool:
         if self.executor is None:

@@ -168,10 +168,11 @@ class JobStep:
                 delivered = delivered_names(node, dict(result.outputs))
             except JobFailed as exc:
                 self.store.set_job(job_id, RunState.FAILED, exit_code=result.exit_code,
-                                   error=str(exc),
+                                   error=str(exc), job_key=result.job_key,
                                    records=await self._records(node, inputs, result))
                 raise
             self.store.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code,
+                               job_key=result.job_key,
                                records=await self._records(node, inputs, result, delivered))
             return NodeOutputs(node.node_id, dict(result.outputs))
         if result.outcome is JobOutcome.CANCELLED or ended():
@@ -180,7 +181,8 @@ class JobStep:
         reason = failure_reason(node, result)
         if attempt.number > node.retry_count:
             self.store.set_job(job_id, RunState.FAILED, exit_code=result.exit_code,
-                               error=reason, records=await self._records(node, inputs, result))
+                               error=reason, job_key=result.job_key,
+                               records=await self._records(node, inputs, result))
         else:
             self.store.set_job(job_id, RunState.RUNNING, exit_code=result.exit_code,
                                error=f"attempt {attempt.number} failed ({reason}); retrying")

@@ -66,7 +66,7 @@ MAX_CONNECTIONS = 32
 AUTH_TIMEOUT = 5.0
 # A granted transfer whose reader takes nothing for this long is dropped.
 SEND_STALL_TIMEOUT = 30.0
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def valid_sha256(value: object) -> str | None:

@@ -31,7 +31,7 @@ VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_ID_CHARS = 128
-_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}\Z")
 
 # Envelope types that answer a request.
 RESPONSE = "response"

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from executors.base import ArtifactRef, DockerTarget, JobSpec
 from orchestrator.registry import ServiceView
 
 PREFIX = "sha256:"
@@ -106,3 +107,24 @@ def job_key(service: str, *, command: Sequence[str] = (), env: Mapping[str, str]
         "inputs": dict(sorted((inputs or {}).items())),
     }, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def spec_job_key(view: ServiceView, spec: JobSpec) -> str:
+    """The key of the job ``spec`` runs on the service ``view``: its command (a Docker
+    entrypoint and cmd, or a standalone executable's arguments: the executable itself is in
+    the service digest), its environment, its arguments, and the hash of its stdin and of each
+    mounted input by path."""
+    target = spec.target
+    if isinstance(target, DockerTarget):
+        command = [*(target.entrypoint or []), *(target.cmd or [])]
+        env = dict(spec.env)
+    else:
+        command = list(target.arguments)
+        env = {**target.environment, **spec.env}
+    inputs = {f"MOUNT:{m.path}": m.artifact.sha256 for m in spec.input_mounts}
+    if isinstance(spec.stdin, ArtifactRef):
+        inputs["STDIN"] = spec.stdin.sha256
+    elif isinstance(spec.stdin, bytes):
+        inputs["STDIN"] = hashlib.sha256(spec.stdin).hexdigest()
+    return job_key(service_digest(view), command=command, env=env, args=spec.args,
+                   inputs=inputs)

@@ -190,6 +190,8 @@ class JobExecution(SQLModel, table=True):
     exit_code: int | None = None
     error: str | None = None
     prefect_task_run_id: str | None = None
+    # What decides the job's outputs, hashed (orchestrator.content_identity.job_key).
+    job_key: str = ""
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None

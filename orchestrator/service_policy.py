@@ -18,7 +18,7 @@ ACCESS_VALUES = ("public", "peers", "private")
 # The per-service limit overrides, and the node-wide setting each falls back to.
 LIMIT_KEYS = ("memory_mb", "cpus", "pids", "output_mb", "timeout_max_seconds")
 MAX_ALLOWED_PEERS = 1000
-PEER_ID = re.compile(r"^[0-9a-f]{40}$")
+PEER_ID = re.compile(r"^[0-9a-f]{40}\Z")
 
 
 # -- per-service settings ---------------------------------------------------------------------

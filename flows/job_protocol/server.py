@@ -324,7 +324,8 @@ class RemoteJobs:
         """The outputs and the final state, in one change."""
         try:
             self.store.set_job(row_id, ending.state, records=ending.records,
-                               exit_code=ending.result.exit_code, error=ending.error)
+                               exit_code=ending.result.exit_code, error=ending.error,
+                               job_key=ending.result.job_key)
         except NotFound:
             pass
         except Exception:

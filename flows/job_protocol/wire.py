@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -197,10 +198,13 @@ def result_to_wire(result: JobResult, holder: str, *,
         "started_at": result.started_at.isoformat(), "ended_at": result.ended_at.isoformat(),
         "error": result.error,
         "outputs": {k: ref_to_wire(v, holder) for k, v in result.outputs.items()},
-        "job_execution_id": job_execution_id}
+        "job_execution_id": job_execution_id, "job_key": result.job_key}
     if started is not None:
         wire["started"] = started
     return wire
+
+
+_JOB_KEY = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def _row(value: Any) -> int | None:
@@ -240,12 +244,16 @@ def result_from_wire(raw: Any, job_id: str) -> JobResult:
         raise WireError("outputs must be an object")
     exit_code = raw.get("exit_code")
     error = raw.get("error")
+    job_key = raw.get("job_key")
     return JobResult(job_id, outcome,
                      exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool)
                      else None,
                      _time(raw.get("started_at")), _time(raw.get("ended_at")),
                      {str(k): ref_from_wire(v) for k, v in outputs.items()},
-                     error=str(error) if error else None)
+                     error=str(error) if error else None,
+                     # The executing peer's word only: kept when it has the shape of a key.
+                     job_key=job_key if isinstance(job_key, str) and _JOB_KEY.fullmatch(job_key)
+                     else "")
 
 
 # -- job_run: event frames while the job runs -----------------------------------------------------

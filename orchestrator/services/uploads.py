@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class UploadType(StrEnum):

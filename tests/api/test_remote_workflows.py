@@ -136,6 +136,11 @@ def test_workflow_across_three_peers(mesh: Mesh, registry: Any) -> None:
     for node, service in ((mesh.nodes[1], upper), (mesh.nodes[2], rev[0])):
         rows = [r for r in job_rows(node) if r["service_id"] == service]
         assert [(r["requester_peer_id"], r["status"]) for r in rows] == [(pa, "COMPLETED")]
+    # Every job is keyed where it ran, and the requester shows the key the executor told it.
+    keys = [jobs[i]["job_key"] for i in ids]
+    assert all(k.startswith("sha256:") for k in keys) and len(set(keys)) == 3
+    assert [r["job_key"] for r in job_rows(mesh.nodes[1]) if r["service_id"] == upper] \
+        == [keys[1]]
 
 
 def upload_data(client: ApiClient, data: bytes, name: str) -> int:

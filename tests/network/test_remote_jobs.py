@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,19 @@ def test_request_and_result_round_trip_through_the_wire_form() -> None:
     got = result_from_wire(result_to_wire(result, "c" * 40), "j")
     assert got.outputs["#4"].peer_id == "c" * 40 and got.outcome is JobOutcome.COMPLETED
     assert got.started_at == now
+    keyed = replace(result, job_key="sha256:" + "12" * 32)
+    assert result_from_wire(result_to_wire(keyed, "c" * 40), "j").job_key == keyed.job_key
+
+
+@pytest.mark.parametrize("key", [
+    None, 5, "", "sha256:" + "12" * 31, "sha256:" + "AB" * 32, "md5:" + "12" * 32,
+    "sha256:" + "12" * 32 + "\n", ["sha256:" + "12" * 32], "x" * 100_000])
+def test_a_job_key_that_is_not_one_is_dropped(key: object) -> None:
+    """The executing peer's key is its word: anything not shaped as a key is not kept."""
+    import datetime as dt
+    now = dt.datetime.now(dt.UTC)
+    wire = result_to_wire(JobResult("j", JobOutcome.COMPLETED, 0, now, now), "c" * 40)
+    assert result_from_wire({**wire, "job_key": key}, "j").job_key == ""
 
 
 @pytest.mark.parametrize("raw", [
@@ -177,6 +191,13 @@ async def test_job_chain_across_three_peers_moves_outputs_peer_to_peer(
         rows = peer.rows()
         assert [(r.requester_peer_id, r.status, r.peer_id) for r in rows] == [
             (a.peer_id, "COMPLETED", peer.peer_id)]
+    # Each executing peer keys the job it ran and tells the requester the same key.
+    assert b.rows()[0].job_key == first.job_key and first.job_key.startswith("sha256:")
+    assert c.rows()[0].job_key == second.job_key != first.job_key
+    # The same job again (same service, command and input) has the same key.
+    again = await a.remote.dispatch(
+        request(b, upper, job_id="rn-e1-j3-a1", inputs=(stdin(data),), wired_outputs=("STDOUT",)))
+    assert again.job_key == first.job_key
     # B recorded the input it read and its outputs, not their "#<id>" aliases.
     recorded = b.records.job_interfaces(int(b.rows()[0].id or 0))
     assert [(r.direction, r.interface_type, r.artifact_hash) for r in recorded] == [

@@ -135,3 +135,4 @@ async def test_splice_tickets_are_only_for_the_ends_they_name(tmp_path: Path) ->
             await x.request(relay.peer_id, RELAY_SPLICE, {"target": nat.peer_id})
         [session] = service.list()
         assert session["ingress_bytes"] == session["egress_bytes"] == 0
+
