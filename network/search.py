@@ -13,6 +13,7 @@ A peer that does not answer costs at most the per-peer timeout.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -38,12 +39,17 @@ TYPE_ALIASES = {
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
 @dataclass(frozen=True, slots=True)
 class SearchQuery:
     text: str = ""
     service_type: str | None = None
     peer_ids: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
+    # Only services with this content (``sha256:<hex>``): the same thing, wherever offered.
+    content_digest: str | None = None
 
     @classmethod
     def parse(cls, payload: dict[str, Any]) -> SearchQuery:
@@ -71,13 +77,24 @@ class SearchQuery:
         timeout = payload.get("timeout", DEFAULT_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
-        return cls(text.strip(), service_type, peer_ids, min(float(timeout), MAX_TIMEOUT))
+        digest = payload.get("content_digest")
+        if digest in (None, ""):
+            digest = None
+        elif not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            raise ValueError("content_digest must be sha256:<64 hex digits>")
+        return cls(text.strip(), service_type, peer_ids, min(float(timeout), MAX_TIMEOUT),
+                   digest)
 
     def to_data(self) -> dict[str, Any]:
-        return {"query": self.text, "service_type": self.service_type or ""}
+        data = {"query": self.text, "service_type": self.service_type or ""}
+        if self.content_digest:
+            data["content_digest"] = self.content_digest
+        return data
 
     def matches(self, offer: dict[str, Any]) -> bool:
         if self.service_type and offer.get("service_type") != self.service_type:
+            return False
+        if self.content_digest and offer.get("content_digest") != self.content_digest:
             return False
         if not self.text:
             return True
@@ -86,13 +103,15 @@ class SearchQuery:
 
 
 # -- the answering side ------------------------------------------------------------------------
-def offer_from_view(view: Any) -> dict[str, Any]:
-    """A service as peers see it (a ``ServiceView``: ``.service`` and ``.interfaces``)."""
+def offer_from_view(view: Any, content_digest: str = "") -> dict[str, Any]:
+    """A service as peers see it (a ``ServiceView``: ``.service`` and ``.interfaces``), with
+    its content digest (``orchestrator.content_identity``)."""
     s = view.service
     return {
         "id": s.id,
         "name": s.name,
         "description": s.description,
+        "content_digest": content_digest,
         "service_type": str(s.service_type),
         "type": s.type,
         "status": str(s.status),
@@ -140,6 +159,9 @@ def result_message(search_id: str, peer_id: str, offer: dict[str, Any]) -> dict[
         "description": offer.get("description", ""),
         "service_type": offer.get("service_type", ""),
         "type": offer.get("type", ""),
+        # The answering peer's word: kept only when it has the shape of a digest.
+        "content_digest": digest if isinstance(digest := offer.get("content_digest"), str)
+        and _DIGEST.fullmatch(digest) else "",
         "interfaces": offer.get("interfaces", []),
         "pricing": offer.get("pricing", {}),
     }}

@@ -31,6 +31,7 @@ from network.transport import Address, PeerTransport, TransportConfig
 from orchestrator.blacklist import Blacklist
 from orchestrator.capabilities import CapabilityProbe
 from orchestrator.config import Settings
+from orchestrator.content_identity import service_digest
 from orchestrator.events import PEER_CAPABILITIES_UPDATED, EventBus
 from orchestrator.peer_policy import PeerPolicy
 from orchestrator.registry import ServiceRegistry
@@ -101,7 +102,7 @@ class PeerMessaging:
 
     def _offers(self, peer_id: str) -> list[dict[str, Any]]:
         """This node's services that ``peer_id`` may use, as it sees them."""
-        return [offer_from_view(view) for view in self.services.list()
+        return [offer_from_view(view, service_digest(view)) for view in self.services.list()
                 if self.policy.may_use(view.service, peer_id)]
 
     def known_peers(self) -> Iterable[str]:

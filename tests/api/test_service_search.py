@@ -109,6 +109,9 @@ def test_search_streams_active_services_of_every_peer(mesh: Mesh) -> None:
     assert rb["pricing"] == {"amount": 0.0, "type": "FREE", "interval": "", "unit": ""}
     assert isinstance(rb["interfaces"], list)
     assert by_name["search-resize-c"]["service_id"] == c_id
+    # Each result names the content its peer shows for that service.
+    assert rb["content_digest"] == b.get(f"/api/services/{b_id}").json()["service"][
+        "content_digest"]
     assert all(r["search_id"] == "s1" for r in results)
     assert done["search_id"] == "s1"
     assert done["peers_asked"] == 2 and done["peers_answered"] == 2

@@ -33,6 +33,8 @@ OFFERS = [
      "status": "INACTIVE"},
     {"id": 4, "name": "photos", "description": "image set", "service_type": "DATA",
      "status": "ACTIVE"},
+    {"id": 5, "name": "thumbs", "description": "", "service_type": "DOCKER",
+     "status": "ACTIVE", "content_digest": "sha256:" + "ab" * 32},
 ]
 
 
@@ -41,7 +43,7 @@ def ids(query: SearchQuery) -> list[int]:
 
 
 def test_only_active_services_are_offered() -> None:
-    assert ids(SearchQuery()) == [1, 2, 4]
+    assert ids(SearchQuery()) == [1, 2, 4, 5]
 
 
 def test_query_text_matches_name_or_description_case_insensitively() -> None:
@@ -50,9 +52,17 @@ def test_query_text_matches_name_or_description_case_insensitively() -> None:
 
 
 def test_service_type_filter_accepts_both_spellings() -> None:
-    assert ids(SearchQuery.parse({"service_type": "docker"})) == [1]
+    assert ids(SearchQuery.parse({"service_type": "docker"})) == [1, 5]
     assert ids(SearchQuery.parse({"type": "storage"})) == [4]
     assert ids(SearchQuery.parse({"service_type": "STANDALONE"})) == [2]
+
+
+def test_content_digest_finds_the_same_thing_under_any_name() -> None:
+    digest = "sha256:" + "ab" * 32
+    assert ids(SearchQuery.parse({"content_digest": digest})) == [5]
+    assert ids(SearchQuery.parse({"content_digest": "sha256:" + "cd" * 32})) == []
+    assert SearchQuery.parse({"content_digest": digest}).to_data()["content_digest"] == digest
+    assert "content_digest" not in SearchQuery.parse({}).to_data()
 
 
 def test_parse_normalises_peer_filter_and_caps_timeout() -> None:
@@ -67,6 +77,10 @@ def test_parse_normalises_peer_filter_and_caps_timeout() -> None:
     ({"peer_ids": [1]}, "peer_ids must be a list"),
     ({"timeout": 0}, "timeout must be a positive number"),
     ({"timeout": True}, "timeout must be a positive number"),
+    ({"content_digest": "ab" * 32}, "content_digest must be"),
+    ({"content_digest": "sha256:" + "AB" * 32}, "content_digest must be"),
+    ({"content_digest": "sha256:" + "ab" * 32 + "\n"}, "content_digest must be"),
+    ({"content_digest": 5}, "content_digest must be"),
 ])
 def test_parse_rejects_bad_fields(payload: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
