@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -145,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--key-passphrase-file", type=Path, default=None)
     token.set_defaults(func=cmd_token)
 
+    check = sub.add_parser("verify", help="check a job receipt, or an execution's chain of "
+                                          "receipts, offline")
+    check.add_argument("file", type=Path, help="a receipt (DSSE envelope), a list of them, or "
+                                               "the answer of GET .../receipts")
+    check.add_argument("--key", action="append", default=[], metavar="HEX",
+                       help="accept only receipts signed by these public keys (repeatable); "
+                            "without it, each receipt is checked with the key it names")
+    check.set_defaults(func=cmd_verify)
+
     from flows.client.cli_workflow import add_parser as add_workflow_parser
 
     add_workflow_parser(sub)
@@ -220,6 +230,36 @@ def cmd_token(args: argparse.Namespace) -> int:
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every receipt in the file checks (and the chain is in order), else 1."""
+    from network.identity import peer_id_for
+    from orchestrator.receipts import ReceiptError, verify_chain
+
+    try:
+        doc = json.loads(args.file.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"remote-network: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(doc, dict) and isinstance(doc.get("receipts"), list):
+        doc = [r.get("receipt", r) if isinstance(r, dict) else r for r in doc["receipts"]]
+    envelopes = doc if isinstance(doc, list) else [doc]
+    try:
+        keys = {peer_id_for(bytes.fromhex(k)): bytes.fromhex(k) for k in args.key} \
+            if args.key else None
+    except ValueError:
+        print("remote-network: --key takes a public key in hex", file=sys.stderr)
+        return 2
+    try:
+        chain = verify_chain(envelopes, keys=keys)
+    except ReceiptError as exc:
+        print(f"refused: {exc}")
+        return 1
+    for i, r in enumerate(chain):
+        outputs = ", ".join(f"{name} sha256:{sha}" for name, sha in sorted(r.subjects.items()))
+        print(f"ok {i}: peer {r.peer_id} ran job {r.job_key or '-'}: {outputs or 'no outputs'}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
