@@ -563,8 +563,15 @@ class ConnectionRow(UIConnection, ConnectionPublic):
                                      "target_interface_type": row.target_interface_type})
 
 
+class WorkflowListItem(WorkflowPublic):
+    """A workflow as ``GET /api/workflows`` lists it: with ``status``, its latest execution's
+    (lowercase, for the original web UI's list), once it has run; absent before."""
+
+    status: str | None = _omitted()
+
+
 class WorkflowList(BaseModel):
-    workflows: list[WorkflowPublic]
+    workflows: list[WorkflowListItem]
     total: int
 
 

@@ -20,6 +20,7 @@ from api.responses import (
     Success,
     UIState,
     WorkflowList,
+    WorkflowListItem,
     WorkflowNodePublic,
     WorkflowPublic,
     ui_state_answer,
@@ -43,8 +44,11 @@ router = Router(prefix="/api/workflows", tags=["workflows"],
 
 
 @router.get("")
-def list_workflows(workflows: Workflows) -> WorkflowList:
-    items = [WorkflowPublic.model_validate(w) for w in workflows.list()]
+def list_workflows(workflows: Workflows, records: ExecutionRecords) -> WorkflowList:
+    statuses = records.latest_statuses()
+    items = [WorkflowListItem.model_validate(w).model_copy(update={
+        "status": statuses[w.id].lower() if w.id in statuses else None})
+        for w in workflows.list()]
     return WorkflowList(workflows=items, total=len(items))
 
 

@@ -37,6 +37,7 @@ from api.deps import (
     parts_of,
 )
 from api.strict_json import UnsafeNumber, loads
+from api.ui_search import with_ui_handlers
 from orchestrator.errors import AuthFailed, DomainError
 
 log = logging.getLogger("remote_network.ws")
@@ -115,7 +116,7 @@ async def websocket(ws: WebSocket, auth: Auth, bus: Bus, handlers: WsHandlers,
     async with bus.subscribe() as sub:
         pump = asyncio.create_task(_pump(sub, conn))
         try:
-            await _receive(ws, handlers, conn, background)
+            await _receive(ws, with_ui_handlers(handlers), conn, background)
         except WebSocketDisconnect:
             pass
         finally:

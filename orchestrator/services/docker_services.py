@@ -377,7 +377,14 @@ class DockerServices:
         return suggest(*sources)
 
     def replace_interfaces(self, service_id: int, raw: Any) -> None:
-        self.details(service_id)
+        """Replace a service's interfaces. The original web UI edits any service's interfaces
+        through this route, standalone ones too; a DATA service's are fixed."""
+        try:
+            view = self.registry.get(service_id)
+        except NotFound:
+            raise NotFound("Docker service not found") from None
+        if view.service.service_type == ServiceType.DATA:
+            raise InvalidInput("a DATA service's interfaces are fixed")
         if not isinstance(raw, list):
             raise InvalidInput("interfaces must be an array")
         self.registry.replace_interfaces(service_id, parse_interfaces(raw))

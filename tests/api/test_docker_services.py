@@ -386,5 +386,15 @@ def test_docker_endpoints_on_missing_or_other_services(client: ApiClient) -> Non
         assert client.get(f"{DOCKER}/{other}/details").status_code == 404
         assert client.get(f"{DOCKER}/{other}/interfaces/suggested").status_code == 404
         assert client.put(f"{DOCKER}/{other}/config", json={"cmd": "x"}).status_code == 404
+        # The original web UI edits any service's interfaces through the Docker route.
+        edited = client.put(f"{DOCKER}/{other}/interfaces", json={"interfaces": [
+            {"interface_type": "STDIN", "path": "", "description": "in"},
+            {"interface_type": "STDOUT", "path": "", "description": "out"}]})
+        assert edited.json() == {"success": True, "message": "Interfaces updated successfully"}
+        types = [i["interface_type"] for i in
+                 client.get(f"/api/services/{other}/interfaces").json()["interfaces"]]
+        assert types == ["STDIN", "STDOUT"]
+        assert client.put(f"{DOCKER}/999999/interfaces", json={"interfaces": []}).json() == {
+            "error": "Docker service not found"}
     finally:
         client.delete(f"/api/services/{other}")

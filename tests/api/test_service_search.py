@@ -128,6 +128,34 @@ def test_search_streams_active_services_of_every_peer(mesh: Mesh) -> None:
     status = a.get("/api/node/status").json()
     assert status["stats"]["active_connections"] >= 2
 
+    # The original web UI's search: its request, its streamed responses, its service shape.
+    with _ws(a) as ws:
+        ws.send(json.dumps({"type": "service.search.request", "payload": {
+            "query": "search-", "service_type": "DOCKER,STANDALONE", "peer_ids": [],
+            "active_only": True}}))
+        messages = []
+        while not (messages and messages[-1]["type"] == "service.search.response"
+                   and messages[-1]["payload"].get("complete")):
+            messages += [m for m in _collect(ws, "service.search.response")
+                         if m["type"] == "service.search.response"]
+    assert messages[-1]["payload"]["services"] == []
+    found = [svc for m in messages for svc in m["payload"]["services"]]
+    assert {(svc["peer_id"], svc["name"]) for svc in found} == {
+        (pb, "search-resize-b"), (pc, "search-resize-c")}
+    rb = next(svc for svc in found if svc["name"] == "search-resize-b")
+    assert (rb["id"], rb["service_type"], rb["pricing_type"], rb["status"]) == (
+        b_id, "DOCKER", "FREE", "ACTIVE")
+    assert isinstance(rb["interfaces"], list) and all(
+        m["payload"]["complete"] is False for m in messages[:-1])
+    with _ws(a) as ws:  # one type: only that type
+        ws.send(json.dumps({"type": "service.search.request", "payload": {
+            "query": "search-", "service_type": "STANDALONE", "peer_ids": []}}))
+        got: list[dict[str, Any]] = []
+        while not (got and got[-1]["payload"].get("complete")):
+            got += [m for m in _collect(ws, "service.search.response")
+                    if m["type"] == "service.search.response"]
+    assert [svc["name"] for m in got for svc in m["payload"]["services"]] == ["search-resize-c"]
+
 
 def test_bad_search_payload_is_an_error_message(mesh: Mesh) -> None:
     with _ws(mesh.clients[0]) as ws:

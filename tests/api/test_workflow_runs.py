@@ -146,6 +146,14 @@ def test_failing_middle_node(api: ApiClient, wf_node: NodeProcess) -> None:
     assert [ui_jobs[i]["status"] for i in ids] == ["COMPLETED", "FAILED", "CANCELLED"]
     logged(wf_node, f"execution {eid} of 'fails' (api) FAILED in ")
     assert f"{status['error']}" in wf_node.log()
+    # The workflow list says how its latest run ended (the original web UI's status badge);
+    # a workflow that never ran has no status.
+    listed = {w["id"]: w for w in api.get("/api/workflows").json()["workflows"]}
+    assert listed[wf]["status"] == "failed"
+    never = api.post("/api/workflows", json={"name": "never-ran"}).json()
+    assert "status" not in {w["id"]: w for w in api.get("/api/workflows").json()[
+        "workflows"]}[never["id"]]
+    api.delete(f"/api/workflows/{never['id']}")
 
 
 def test_retry_succeeds_on_second_attempt(api: ApiClient) -> None:

@@ -1,0 +1,84 @@
+"""The original web UI's service search over the WebSocket, on top of the reference's.
+
+The UI sends ``service.search.request {query, service_type, peer_ids, active_only}``, where
+``service_type`` is a comma-separated list, and reads ``service.search.response`` messages:
+``{services: [...], complete: false}`` as peers answer, then ``{services: [], complete: true}``,
+or ``{error}``. Each service is in the shape of its service list (flat pricing fields, the
+peer it is on). This adapts the reference's ``SERVICE_SEARCH`` handler (``network.search``):
+the same search, answered in the UI's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from api.ui_events import envelope
+
+UI_SEARCH = "service.search.request"
+UI_RESPONSE = "service.search.response"
+REFERENCE_SEARCH = "SERVICE_SEARCH"
+Reply = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[dict[str, Any], Reply], Awaitable[None]]
+
+
+def ui_service(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``SERVICE_SEARCH_RESULT`` payload as the UI lists a remote service."""
+    pricing = result.get("pricing") if isinstance(result.get("pricing"), dict) else {}
+    return {
+        "id": result.get("service_id"), "peer_id": result.get("peer_id", ""),
+        "name": result.get("name", ""), "description": result.get("description", ""),
+        "service_type": result.get("service_type", ""), "type": result.get("type", ""),
+        "status": "ACTIVE", "endpoint": "", "capabilities": {},
+        "content_digest": result.get("content_digest", ""),
+        "pricing_amount": pricing.get("amount", 0), "pricing_type": pricing.get("type", ""),
+        "pricing_interval": pricing.get("interval", ""), "pricing_unit": pricing.get("unit", ""),
+        "interfaces": result.get("interfaces", []),
+    }
+
+
+def _types(value: Any) -> set[str]:
+    if not isinstance(value, str):
+        return set()
+    return {t.strip().upper() for t in value.split(",") if t.strip()}
+
+
+def ui_search_handler(search: Handler) -> Handler:
+    """``service.search.request`` answered by the reference's ``search`` handler."""
+
+    async def handle(payload: dict[str, Any], reply: Reply) -> None:
+        wanted = _types(payload.get("service_type"))
+        wanted = {"DATA" if t == "STORAGE" else t for t in wanted}
+        request: dict[str, Any] = {"query": payload.get("query", ""),
+                                   "peer_ids": payload.get("peer_ids") or []}
+        if len(wanted) == 1:
+            request["service_type"] = next(iter(wanted))
+        for key in ("timeout", "search_id"):
+            if key in payload:
+                request[key] = payload[key]
+
+        async def answer(message: dict[str, Any]) -> None:
+            kind, body = message.get("type"), message.get("payload") or {}
+            if kind == "SERVICE_SEARCH_RESULT":
+                item = ui_service(body)
+                if not wanted or item["service_type"] in wanted:
+                    await reply(envelope(UI_RESPONSE, {"services": [item], "complete": False}))
+            elif kind == "SERVICE_SEARCH_COMPLETE":
+                await reply(envelope(UI_RESPONSE, {"services": [], "complete": True,
+                                                   "summary": body}))
+            elif kind == "ERROR":
+                await reply(envelope(UI_RESPONSE, {"error": body.get("error", "search failed"),
+                                                   "complete": True}))
+
+        await search(request, answer)
+
+    handle.runs_in_background = True  # type: ignore[attr-defined]
+    return handle
+
+
+def with_ui_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+    """``handlers`` and, for those the UI asks in its own words, their adapters."""
+    out = dict(handlers)
+    if REFERENCE_SEARCH in handlers and UI_SEARCH not in handlers:
+        out[UI_SEARCH] = ui_search_handler(handlers[REFERENCE_SEARCH])
+    return out
