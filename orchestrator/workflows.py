@@ -24,7 +24,12 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.states import InterfaceType
-from orchestrator.wiring import can_input, can_output, validate_destination_file_name
+from orchestrator.wiring import (
+    can_input,
+    can_output,
+    fed_once_key,
+    validate_destination_file_name,
+)
 
 log = logging.getLogger("remote_network.workflows")
 
@@ -213,20 +218,40 @@ class WorkflowStore:
                                .where(WorkflowConnection.workflow_id == workflow_id)
                                .order_by(col(WorkflowConnection.id))))
 
-    def add_connection(self, workflow_id: int, ends: dict[str, Any]) -> WorkflowConnection:
+    def add_connection(self, workflow_id: int, ends: dict[str, Any], *,
+                       one_source: bool = False) -> WorkflowConnection:
         """A new connection. ``ends``: ``source_node_id`` and ``target_node_id`` (None: the
         requesting node; the key must be there), and optionally each end's
-        ``*_interface_id``/``*_interface_type`` and ``destination_file_name``."""
+        ``*_interface_id``/``*_interface_type`` and ``destination_file_name``.
+
+        ``one_source``: refuse now, not when the workflow runs, a second connection into an
+        input that takes one (a STDIN named by type, as the original web UI names it)."""
         with self.db.session() as s:
             self._require(s, workflow_id)
-            conn = WorkflowConnection(workflow_id=workflow_id, **self._check_ends(s, workflow_id,
-                                                                                 ends))
+            checked = self._check_ends(s, workflow_id, ends)
+            if one_source:
+                self._refuse_second_source(s, workflow_id, checked)
+            conn = WorkflowConnection(workflow_id=workflow_id, **checked)
             s.add(conn)
             self._touch(s, workflow_id)
             s.commit()
             s.refresh(conn)
         self._changed("connection_added", workflow_id)
         return conn
+
+    @staticmethod
+    def _refuse_second_source(s: Session, workflow_id: int, ends: dict[str, Any]) -> None:
+        target, kind = ends.get("target_node_id"), ends.get("target_interface_type")
+        if target is None or ends.get("target_interface_id") is not None \
+                or fed_once_key(kind) is None:
+            return
+        taken = s.exec(select(WorkflowConnection).where(
+            WorkflowConnection.workflow_id == workflow_id,
+            WorkflowConnection.target_node_id == target,
+            WorkflowConnection.target_interface_type == kind)).first()
+        if taken is not None:
+            raise InvalidInput(f"{kind} of node {target} already has a source (connection "
+                               f"{taken.id}): one connection feeds it")
 
     def update_connection(self, workflow_id: int, connection_id: int,
                           ends: dict[str, Any]) -> WorkflowConnection:

@@ -118,7 +118,10 @@ def list_connections(workflow_id: WorkflowId, workflows: Workflows) -> Connectio
 @router.post("/{id}/connections", status_code=status.HTTP_201_CREATED)
 def add_connection(workflow_id: WorkflowId, body: ConnectionCreate,
                    workflows: Workflows) -> ConnectionCreated:
-    return ConnectionCreated.of(workflows.add_connection(workflow_id, body.ends()),
+    # The UI offers every output of a card at once: a second one into the same STDIN is
+    # refused here, where the editor shows it, rather than when the workflow runs.
+    return ConnectionCreated.of(workflows.add_connection(workflow_id, body.ends(),
+                                                         one_source=body.in_ui_names),
                                 ui=body.in_ui_names)
 
 

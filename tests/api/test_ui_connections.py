@@ -151,3 +151,31 @@ def test_a_bad_update_changes_nothing(client: ApiClient, editor: dict) -> None:
     assert (row["from_node_id"], row["to_node_id"], row["destination_file_name"]) == (
         a, None, "keep.txt")
     client.delete(url)
+
+
+def test_a_second_source_into_one_stdin_is_refused_when_made(
+        client: ApiClient, editor: dict, node_proc: NodeProcess) -> None:
+    """The UI offers every output of a card at once (STDOUT, STDERR, LOGS into one STDIN):
+    the first connection is made, the others are refused then, and the workflow stays one
+    that runs."""
+    wf = editor["workflow"]
+    svc = client.get(f"/api/workflows/{wf}/nodes").json()["nodes"][0]["service_id"]
+    a, b = (client.post(f"/api/workflows/{wf}/nodes", json={
+        "service_id": svc, "service_type": "DOCKER", "gui_x": 500 + 100 * i, "gui_y": 300,
+    }).json()["id"] for i in range(2))
+    made = client.post(editor["url"], json={"from_node_id": a, "from_interface_type": "STDOUT",
+                                            "to_node_id": b, "to_interface_type": "STDIN"})
+    assert made.status_code == 201, made.text
+    before = count(node_proc, "workflow_connections", "workflow_id = ?", wf)
+    for output in ("STDERR", "LOGS"):
+        refused = client.post(editor["url"], json={
+            "from_node_id": a, "from_interface_type": output, "to_node_id": b,
+            "to_interface_type": "STDIN"})
+        assert refused.status_code == 400
+        assert refused.json() == {"error": f"STDIN of node {b} already has a source "
+                                           f"(connection {made.json()['id']}): one "
+                                           "connection feeds it"}
+    assert count(node_proc, "workflow_connections", "workflow_id = ?", wf) == before
+    client.delete(f"{editor['url']}/{made.json()['id']}")
+    for node in (a, b):
+        client.delete(f"/api/workflows/{wf}/nodes/{node}")
