@@ -259,14 +259,16 @@ def job_status_updated(payload: dict[str, Any], src: Sources) -> list[dict[str, 
 
 def docker_operation(kind: str, payload: dict[str, Any], src: Sources) -> list[dict[str, Any]]:
     """``docker.operation.*``: the reference's payload, plus the log line as ``stream``
-    (progress) and the created service as ``service`` (complete). A progress event of a pull
+    (progress, but for build lines) and the created service as ``service`` (complete). A progress event of a pull
     is also ``docker.pull.progress {service_name, image_name, status, progress}``, and a build
     line ``docker.build.output {service_name, image_name, stream, error}``: the add-service
     wizard follows those, keyed by the service's name."""
     out = dict(payload)
     also: list[dict[str, Any]] = []
     if kind == ev.DOCKER_OPERATION_PROGRESS:
-        if out.get("log") and "stream" not in out:
+        # A build line goes as docker.build.output only: the wizard prints both messages'
+        # lines, so carrying it twice would print it twice.
+        if out.get("log") and "stream" not in out and out.get("phase") != "build":
             out["stream"] = out["log"]
         named = {"service_name": out.get("service_name", ""),
                  "image_name": out.get("image_name", "")}

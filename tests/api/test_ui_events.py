@@ -208,6 +208,7 @@ def test_renamed_events_keep_their_payload(registry: ServiceRegistry) -> None:
     assert (b["type"], b["payload"]) == ("docker.build.output", {
         "service_name": "web", "image_name": "nginx:1", "stream": "Step 1/2 : FROM busybox",
         "error": None})
+    assert "stream" not in g["payload"]  # the wizard prints a line once, not once per message
     # A build step without a line of output says nothing in the UI's build log.
     assert len(ui_events.translate(ev.DOCKER_OPERATION_PROGRESS,
                                    {**build, "log": None}, src)) == 1
