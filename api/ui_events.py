@@ -259,10 +259,10 @@ def job_status_updated(payload: dict[str, Any], src: Sources) -> list[dict[str, 
 
 def docker_operation(kind: str, payload: dict[str, Any], src: Sources) -> list[dict[str, Any]]:
     """``docker.operation.*``: the reference's payload, plus the log line as ``stream``
-    (progress, but for build lines) and the created service as ``service`` (complete). A progress event of a pull
-    is also ``docker.pull.progress {service_name, image_name, status, progress}``, and a build
-    line ``docker.build.output {service_name, image_name, stream, error}``: the add-service
-    wizard follows those, keyed by the service's name."""
+    (progress, but for build lines) and the created service as ``service`` (complete). A
+    progress event of a pull is also ``docker.pull.progress {service_name, image_name, status,
+    progress}``, and a build line ``docker.build.output {service_name, image_name, stream,
+    error}``: the add-service wizard follows those, keyed by the service's name."""
     out = dict(payload)
     also: list[dict[str, Any]] = []
     if kind == ev.DOCKER_OPERATION_PROGRESS:
