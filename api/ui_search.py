@@ -10,10 +10,13 @@ the same search, answered in the UI's words.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from api.ui_events import envelope
+from network.search import SearchQuery, answer, offer_from_view, result_message
+from orchestrator.content_identity import service_digest
 
 UI_SEARCH = "service.search.request"
 UI_RESPONSE = "service.search.response"
@@ -43,14 +46,30 @@ def _types(value: Any) -> set[str]:
     return {t.strip().upper() for t in value.split(",") if t.strip()}
 
 
-def ui_search_handler(search: Handler) -> Handler:
-    """``service.search.request`` answered by the reference's ``search`` handler."""
+# This node's own offers for a query: (query payload) -> SERVICE_SEARCH_RESULT payloads.
+LocalResults = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def ui_search_handler(search: Handler, *, own_peer_id: str = "",
+                      local: LocalResults | None = None) -> Handler:
+    """``service.search.request`` answered by the reference's ``search`` handler. When the
+    request names this node among its ``peer_ids`` (the editor's panel does), this node's own
+    matching services come first, from ``local``: the reference search asks other peers only."""
 
     async def handle(payload: dict[str, Any], reply: Reply) -> None:
         wanted = _types(payload.get("service_type"))
         wanted = {"DATA" if t == "STORAGE" else t for t in wanted}
-        request: dict[str, Any] = {"query": payload.get("query", ""),
-                                   "peer_ids": payload.get("peer_ids") or []}
+        peer_ids = payload.get("peer_ids") or []
+        if local is not None and isinstance(peer_ids, list) and own_peer_id in peer_ids:
+            peer_ids = [p for p in peer_ids if p != own_peer_id]
+            mine = [ui_service(r) for r in await asyncio.to_thread(local, payload)]
+            mine = [m for m in mine if not wanted or m["service_type"] in wanted]
+            if mine:
+                await reply(envelope(UI_RESPONSE, {"services": mine, "complete": False}))
+            if not peer_ids:
+                await reply(envelope(UI_RESPONSE, {"services": [], "complete": True}))
+                return
+        request: dict[str, Any] = {"query": payload.get("query", ""), "peer_ids": peer_ids}
         if len(wanted) == 1:
             request["service_type"] = next(iter(wanted))
         for key in ("timeout", "search_id"):
@@ -76,9 +95,25 @@ def ui_search_handler(search: Handler) -> Handler:
     return handle
 
 
-def with_ui_handlers(handlers: Mapping[str, Handler]) -> dict[str, Handler]:
+def with_ui_handlers(handlers: Mapping[str, Handler], *, own_peer_id: str = "",
+                     local: LocalResults | None = None) -> dict[str, Handler]:
     """``handlers`` and, for those the UI asks in its own words, their adapters."""
     out = dict(handlers)
     if REFERENCE_SEARCH in handlers and UI_SEARCH not in handlers:
-        out[UI_SEARCH] = ui_search_handler(handlers[REFERENCE_SEARCH])
+        out[UI_SEARCH] = ui_search_handler(handlers[REFERENCE_SEARCH], own_peer_id=own_peer_id,
+                                           local=local)
     return out
+
+
+def local_results(services: Any, peer_id: str) -> LocalResults:
+    """This node's ACTIVE services matching a query, as the search reports another peer's."""
+
+    def results(payload: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            query = SearchQuery.parse({"query": payload.get("query", "")})
+        except ValueError:
+            return []
+        offers = [offer_from_view(v, service_digest(v)) for v in services.list()]
+        return [result_message("", peer_id, o)["payload"] for o in answer(offers, query)]
+
+    return results

@@ -37,7 +37,7 @@ from api.deps import (
     parts_of,
 )
 from api.strict_json import UnsafeNumber, loads
-from api.ui_search import with_ui_handlers
+from api.ui_search import local_results, with_ui_handlers
 from orchestrator.errors import AuthFailed, DomainError
 
 log = logging.getLogger("remote_network.ws")
@@ -116,7 +116,10 @@ async def websocket(ws: WebSocket, auth: Auth, bus: Bus, handlers: WsHandlers,
     async with bus.subscribe() as sub:
         pump = asyncio.create_task(_pump(sub, conn))
         try:
-            await _receive(ws, with_ui_handlers(handlers), conn, background)
+            node = parts_of(ws)
+            await _receive(ws, with_ui_handlers(
+                handlers, own_peer_id=node.peer_id,
+                local=local_results(sources.services, node.peer_id)), conn, background)
         except WebSocketDisconnect:
             pass
         finally:

@@ -155,6 +155,17 @@ def test_search_streams_active_services_of_every_peer(mesh: Mesh) -> None:
             got += [m for m in _collect(ws, "service.search.response")
                     if m["type"] == "service.search.response"]
     assert [svc["name"] for m in got for svc in m["payload"]["services"]] == ["search-resize-c"]
+    # The editor's panel names this node among the peers: its own services come too.
+    pa = mesh.peer_ids[0]
+    with _ws(a) as ws:
+        ws.send(json.dumps({"type": "service.search.request", "payload": {
+            "query": "search-resize", "service_type": "", "peer_ids": [pa, pc]}}))
+        got = []
+        while not (got and got[-1]["payload"].get("complete")):
+            got += [m for m in _collect(ws, "service.search.response")
+                    if m["type"] == "service.search.response"]
+    assert {(svc["peer_id"], svc["name"]) for m in got for svc in m["payload"]["services"]} \
+        == {(pa, "search-resize-a"), (pc, "search-resize-c")}
 
 
 def test_bad_search_payload_is_an_error_message(mesh: Mesh) -> None:
