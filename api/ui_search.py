@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from api.ui_events import envelope
-from network.search import SearchQuery, answer, offer_from_view, result_message
+from network.search import (
+    TYPE_ALIASES,
+    SearchQuery,
+    answer,
+    offer_from_view,
+    result_message,
+)
 from orchestrator.content_identity import service_digest
 
 UI_SEARCH = "service.search.request"
@@ -41,9 +47,12 @@ def ui_service(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _types(value: Any) -> set[str]:
+    """The stored service types a comma-separated ``service_type`` names (the search's
+    spellings: ``docker``, ``storage``, ...)."""
     if not isinstance(value, str):
         return set()
-    return {t.strip().upper() for t in value.split(",") if t.strip()}
+    return {TYPE_ALIASES.get(t.strip().lower(), t.strip().upper())
+            for t in value.split(",") if t.strip()}
 
 
 # This node's own offers for a query: (query payload) -> SERVICE_SEARCH_RESULT payloads.
@@ -58,7 +67,6 @@ def ui_search_handler(search: Handler, *, own_peer_id: str = "",
 
     async def handle(payload: dict[str, Any], reply: Reply) -> None:
         wanted = _types(payload.get("service_type"))
-        wanted = {"DATA" if t == "STORAGE" else t for t in wanted}
         peer_ids = payload.get("peer_ids") or []
         if local is not None and isinstance(peer_ids, list) and own_peer_id in peer_ids:
             peer_ids = [p for p in peer_ids if p != own_peer_id]

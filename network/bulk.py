@@ -42,7 +42,7 @@ from pathlib import Path
 
 from network import relay_splice
 from network.peer_errors import BulkError, PeerClosed, PeerTimeout, PeerUnreachable
-from network.tcp_listener import ThreadedListener
+from network.tcp_listener import ThreadedListener, recv_exact
 
 log = logging.getLogger("remote_network.bulk")
 
@@ -71,6 +71,14 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 def valid_sha256(value: object) -> str | None:
     return value if isinstance(value, str) and _SHA256.match(value) else None
+
+
+def valid_digest(value: object) -> str | None:
+    """A content digest as the node writes one (``sha256:<64 hex>``: a service's content,
+    a job key), or None: what a stranger sends as one is kept only in this shape."""
+    if isinstance(value, str) and value.startswith("sha256:") and valid_sha256(value[7:]):
+        return value
+    return None
 
 
 class BlobSink:
@@ -194,7 +202,7 @@ class BulkServer(ThreadedListener):
         try:
             raw.settimeout(auth_timeout)
             with self._ctx.wrap_socket(raw, server_side=True) as tls:
-                token = _recv_exact(tls, TOKEN_BYTES, deadline=deadline)
+                token = recv_exact(tls, TOKEN_BYTES, deadline=deadline)
                 grant = self._take(token) if token is not None else None
                 if grant is None:
                     return
@@ -351,21 +359,6 @@ class _SinkWriter:
             todo.put(None)
         for thread in self._threads:
             thread.join()
-
-
-def _recv_exact(sock: socket.socket, n: int, *, deadline: float) -> bytes | None:
-    """``n`` bytes, or None when the peer ends first; TimeoutError past ``deadline``."""
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no token in time")
-        sock.settimeout(left)
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 def fetch_tls(address: tuple[str, int], token: str, sink: BlobSink, *,

@@ -142,8 +142,8 @@ class BulkTransfer:
             raise PeerUnreachable(relay, "the relay's address is not known")
         grant = await self.peers.request(relay, relay_splice.RELAY_SPLICE,
                                          {"target": peer_id}, _left(deadline))
-        port, ticket = _port(grant.get("port")), _ticket(grant.get("ticket"))
-        offer_ticket = _ticket(grant.get("offer_ticket"))
+        port, ticket = _port(grant.get("port")), relay_splice.parse_ticket(grant.get("ticket"))
+        offer_ticket = relay_splice.parse_ticket(grant.get("offer_ticket"))
         if port is None or ticket is None or offer_ticket is None:
             raise PeerUnreachable(relay, "the relay answered no splice")
         offer = await self.peers.request(peer_id, bulk.BULK_OFFER,
@@ -225,7 +225,7 @@ class BulkTransfer:
         relay = request.relayed_via
         if relay is None:
             raise RequestRejected("a spliced bulk channel is offered only through a relay")
-        offer_ticket = _ticket(request.data.get("splice"))
+        offer_ticket = relay_splice.parse_ticket(request.data.get("splice"))
         if offer_ticket is None:
             raise RequestRejected("bulk_offer splice must be a relay's ticket")
         try:
@@ -234,7 +234,8 @@ class BulkTransfer:
             relay_conn = await self.peers.connect(relay)
         except PeerError as exc:
             raise RequestRejected(f"the relay refused the splice: {exc.reason}") from None
-        port, ticket = _port(accepted.get("port")), _ticket(accepted.get("ticket"))
+        port = _port(accepted.get("port"))
+        ticket = relay_splice.parse_ticket(accepted.get("ticket"))
         if accepted.get("requester") != request.peer_id:
             raise RequestRejected("the splice was asked for by another peer")
         if port is None or ticket is None or relay_conn.peer_address is None:
@@ -280,15 +281,6 @@ def _left(deadline: float) -> float:
 def _port(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) \
         and 0 < value < 65536 else None
-
-
-def _ticket(value: object) -> bytes | None:
-    if not isinstance(value, str) or len(value) != 2 * relay_splice.TICKET_BYTES:
-        return None
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        return None
 
 
 def _granted(conn: quic.PeerConnection, peer_id: str,

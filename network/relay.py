@@ -36,11 +36,11 @@ from network.peer_errors import PeerError, RequestRejected
 from network.relay_splice import (
     RELAY_SPLICE,
     RELAY_SPLICE_ACCEPT,
-    TICKET_BYTES,
     End,
     SpliceRefused,
     SpliceServer,
     SpliceTickets,
+    parse_ticket,
 )
 from network.transport import RELAY_INCOMING, RELAY_TUNNEL, IncomingRequest, PeerTransport
 
@@ -209,7 +209,7 @@ class RelayService:
         session, client = self.sessions.of_peer(target), End.TARGET
         if session is None:
             session, client = self.sessions.of_peer(request.peer_id), End.REQUESTER
-        if session is None or not self.transport.is_connected(target):
+        if session is None or self.transport.current_connection(target) is None:
             raise RequestRejected(f"no splice to {target[:16]}: neither end has a session on "
                                   "this relay, or it is not connected")
         splices = await self._splice_server()
@@ -224,7 +224,7 @@ class RelayService:
     async def _on_splice_accept(self, request: IncomingRequest) -> dict[str, Any]:
         """``relay_splice_accept {ticket}``, from the peer the splice goes to: the ticket its
         own connection to the splice port presents, and who asked for the splice."""
-        ticket = _ticket(request.data.get("ticket"))
+        ticket = parse_ticket(request.data.get("ticket"))
         if ticket is None or self._splices is None:
             raise RequestRejected("no such splice offered to this peer")
         try:
@@ -293,15 +293,6 @@ class RelayService:
         finally:
             if task is not None:
                 session.tunnels.discard(task)
-
-
-def _ticket(value: object) -> bytes | None:
-    if not isinstance(value, str) or len(value) != 2 * TICKET_BYTES:
-        return None
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        return None
 
 
 Drain = Callable[[], Awaitable[None]]

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from network.tcp_listener import ThreadedListener
+from network.tcp_listener import ThreadedListener, recv_exact
 
 log = logging.getLogger("remote_network.relay.splice")
 
@@ -300,21 +300,20 @@ class SpliceServer(ThreadedListener):
 
 def _read_ticket(conn: socket.socket, timeout: float) -> bytes | None:
     """The connection's ticket, or None when it sends too little in time."""
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
     try:
-        while len(buf) < TICKET_BYTES:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            conn.settimeout(left)
-            chunk = conn.recv(TICKET_BYTES - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-    except OSError:
+        return recv_exact(conn, TICKET_BYTES, deadline=time.monotonic() + timeout)
+    except OSError:  # TimeoutError included
         return None
-    return bytes(buf)
+
+
+def parse_ticket(value: object) -> bytes | None:
+    """A ticket as messages carry it (hex), or None when it is not one."""
+    if not isinstance(value, str) or len(value) != 2 * TICKET_BYTES:
+        return None
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return None
 
 
 def dial(address: tuple[str, int], ticket: bytes, *, timeout: float) -> socket.socket:

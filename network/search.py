@@ -13,12 +13,12 @@ A peer that does not answer costs at most the per-peer timeout.
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from network.bulk import valid_digest
 from network.peer_errors import PeerError, RequestRejected
 from network.transport import IncomingRequest, PeerTransport
 
@@ -37,9 +37,6 @@ TYPE_ALIASES = {
 }
 
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +77,7 @@ class SearchQuery:
         digest = payload.get("content_digest")
         if digest in (None, ""):
             digest = None
-        elif not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        elif valid_digest(digest) is None:
             raise ValueError("content_digest must be sha256:<64 hex digits>")
         return cls(text.strip(), service_type, peer_ids, min(float(timeout), MAX_TIMEOUT),
                    digest)
@@ -160,8 +157,7 @@ def result_message(search_id: str, peer_id: str, offer: dict[str, Any]) -> dict[
         "service_type": offer.get("service_type", ""),
         "type": offer.get("type", ""),
         # The answering peer's word: kept only when it has the shape of a digest.
-        "content_digest": digest if isinstance(digest := offer.get("content_digest"), str)
-        and _DIGEST.fullmatch(digest) else "",
+        "content_digest": valid_digest(offer.get("content_digest")) or "",
         "interfaces": offer.get("interfaces", []),
         "pricing": offer.get("pricing", {}),
     }}

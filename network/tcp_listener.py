@@ -12,7 +12,24 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
+
+
+def recv_exact(sock: socket.socket, n: int, *, deadline: float) -> bytes | None:
+    """``n`` bytes, or None when the peer ends first; TimeoutError past ``deadline`` (the
+    monotonic clock): what a stranger's connection must send first, a token or a ticket."""
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"{n} bytes did not come in time")
+        sock.settimeout(left)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
 
 
 class ThreadedListener:

@@ -226,11 +226,6 @@ class PeerTransport:
         if self._server is not None:
             self._server.send_raw(data, address, ttl=ttl)
 
-    def is_connected(self, peer_id: str) -> bool:
-        """Whether a verified connection to ``peer_id`` is open now."""
-        conn = self._connections.get(peer_id)
-        return conn is not None and conn.is_open
-
     def is_blacklisted(self, peer_id: str) -> bool:
         return peer_id != self.peer_id and self._is_blacklisted(peer_id)
 

@@ -63,9 +63,8 @@ def tree_digest(root: Path) -> str:
     """sha256 over ``<relative path> <sha256>`` lines of every regular file under ``root``,
     sorted by path (symlinks are named by their target, not followed)."""
     lines = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
             if path.is_symlink():

@@ -23,11 +23,11 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from network.bulk import valid_sha256
 from network.identity import Identity, peer_id_for
 from network.identity import verify as verify_signature
 
@@ -37,9 +37,6 @@ PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:remote-network:job:v1"
 MAX_ENVELOPE_BYTES = 256 * 1024
 MAX_SIGNATURES = 4
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class ReceiptError(ValueError):
@@ -165,7 +162,7 @@ def verify(envelope: object, *, public_key: bytes | None = None) -> Verified:
         if not isinstance(entry, dict):
             continue
         keyid = entry.get("keyid")
-        if not isinstance(keyid, str) or not _KEY.fullmatch(keyid):
+        if valid_sha256(keyid) is None:  # an Ed25519 key in hex: 64 lowercase hex digits
             continue
         key = bytes.fromhex(keyid)
         if public_key is not None and key != public_key:
@@ -196,11 +193,11 @@ def _check_statement(doc: Any) -> None:
     try:
         ok = (doc["_type"] == STATEMENT_TYPE and doc["predicateType"] == PREDICATE_TYPE
               and isinstance(doc["subject"], list)
-              and all(isinstance(s["name"], str) and _SHA256.fullmatch(s["digest"]["sha256"])
+              and all(isinstance(s["name"], str) and valid_sha256(s["digest"]["sha256"])
                       for s in doc["subject"])
               and isinstance(doc["predicate"]["runDetails"]["builder"]["id"], str)
               and isinstance(doc["predicate"]["runDetails"]["metadata"]["invocationId"], str)
-              and all(_SHA256.fullmatch(d["digest"]["sha256"])
+              and all(valid_sha256(d["digest"]["sha256"])
                       for d in doc["predicate"]["buildDefinition"]["resolvedDependencies"]))
     except (KeyError, TypeError):
         ok = False
@@ -236,7 +233,3 @@ def verify_chain(envelopes: Iterable[object], *,
         seen.add(receipt.digest)
         out.append(receipt)
     return out
-
-
-def is_digest(value: object) -> bool:
-    return isinstance(value, str) and _DIGEST.fullmatch(value) is not None

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from executors.base import ArtifactKind, ArtifactRef, JobOutcome, JobResult, utcnow
+from network.bulk import valid_digest
 from orchestrator.job_request import JobInput, JobRequest
 from orchestrator.peer_policy import BadTimeout
 from orchestrator.states import RunState
@@ -204,9 +204,6 @@ def result_to_wire(result: JobResult, holder: str, *,
     return wire
 
 
-_JOB_KEY = re.compile(r"sha256:[0-9a-f]{64}")
-
-
 def _row(value: Any) -> int | None:
     """A job_execution id from the wire: a non-negative integer, else None."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -244,7 +241,6 @@ def result_from_wire(raw: Any, job_id: str) -> JobResult:
         raise WireError("outputs must be an object")
     exit_code = raw.get("exit_code")
     error = raw.get("error")
-    job_key = raw.get("job_key")
     return JobResult(job_id, outcome,
                      exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool)
                      else None,
@@ -252,8 +248,7 @@ def result_from_wire(raw: Any, job_id: str) -> JobResult:
                      {str(k): ref_from_wire(v) for k, v in outputs.items()},
                      error=str(error) if error else None,
                      # The executing peer's word only: kept when it has the shape of a key.
-                     job_key=job_key if isinstance(job_key, str) and _JOB_KEY.fullmatch(job_key)
-                     else "")
+                     job_key=valid_digest(raw.get("job_key")) or "")
 
 
 # -- job_run: event frames while the job runs -----------------------------------------------------
