@@ -19,6 +19,7 @@ from api.gate import CLAIMS, bearer
 from executors.artifacts import ArtifactStore
 from flows.executions import Executions as ExecutionOwner
 from flows.on_prefect.schedules import ScheduleService
+from flows.preview import PlanPreview as WorkflowPlanPreview
 from orchestrator.auth import Authenticator, TokenClaims
 from orchestrator.blacklist import Blacklist as PeerBlacklist
 from orchestrator.capabilities import CapabilityProbe
@@ -84,6 +85,8 @@ class NodeParts(NodeControl, Relays, Protocol):
     @property
     def schedules(self) -> ScheduleService: ...
     @property
+    def plan_preview(self) -> WorkflowPlanPreview: ...
+    @property
     def docker_services(self) -> DockerServiceManager: ...
     @property
     def standalone(self) -> StandaloneServiceManager: ...
@@ -144,6 +147,10 @@ async def schedules(conn: HTTPConnection) -> ScheduleService:
     return parts_of(conn).schedules
 
 
+async def plan_preview(conn: HTTPConnection) -> WorkflowPlanPreview:
+    return parts_of(conn).plan_preview
+
+
 async def docker_services(conn: HTTPConnection) -> DockerServiceManager:
     return parts_of(conn).docker_services
 
@@ -199,6 +206,7 @@ Blacklist = Annotated[PeerBlacklist, Depends(blacklist)]
 ExecutionRecords = Annotated[ExecutionStore, Depends(execution_records)]
 Executions = Annotated[ExecutionOwner, Depends(executions)]
 Schedules = Annotated[ScheduleService, Depends(schedules)]
+PlanPreview = Annotated[WorkflowPlanPreview, Depends(plan_preview)]
 DockerServices = Annotated[DockerServiceManager, Depends(docker_services)]
 StandaloneServices = Annotated[StandaloneServiceManager, Depends(standalone_services)]
 Discovery = Annotated[PeerDiscovery, Depends(discovery)]

@@ -210,6 +210,9 @@ class Peer(BaseModel):
     nat_type: str = Field(description='e.g. "full_cone", "restricted"; empty when unknown')
     using_relay: bool = Field(description="It is reached through a relay now")
     connected_relay_id: str = Field(description="Peer id of that relay, or empty")
+    service_digests: list[str] = Field(
+        description='Content digests ("sha256:<hex>") of services it '
+        "offers to anyone, from its signed record (at most 16)")
 
 
 class PeerList(BaseModel):
@@ -640,6 +643,10 @@ class ExecutionPublic(Public):
     trigger: str
     prefect_flow_run_id: str | None
     created_at: OptionalTimestamp
+    resumed_from: int | None = Field(
+        default=None, description="The execution this one resumes (POST .../resume)")
+    resumed_by: list[int] = Field(default_factory=list,
+                                  description="The executions that resume this one")
 
 
 class JobPublic(Public):
@@ -658,6 +665,11 @@ class JobPublic(Public):
     job_key: str = Field(description='"sha256:<hex>" of what decides the outputs: the service\'s '
                          'content digest, command, environment, arguments and input hashes; '
                          'empty until the job ran')
+    receipt_digest: str = Field(default="", description='"sha256:<hex>" of the job\'s signed '
+                                'receipt (GET /api/job-executions/{id}/receipt); empty for none')
+    cached_from: str = Field(default="", description="Set when the job did not run but took "
+                             "the outputs of an earlier one (a resumed execution, a cached "
+                             "result): the digest of that job's receipt")
     created_at: OptionalTimestamp
     started_at: OptionalTimestamp
     completed_at: OptionalTimestamp
@@ -701,9 +713,10 @@ class ExecutionStatus(ExecutionPublic):
     results: list[DeliveredResult]
 
     @classmethod
-    def of(cls, row: Any, jobs: list[Any],
-           delivered: list[tuple[Any, Any]]) -> ExecutionStatus:
-        execution = ExecutionPublic.model_validate(row)
+    def of(cls, row: Any, jobs: list[Any], delivered: list[tuple[Any, Any]],
+           resumed_by: list[int] | None = None) -> ExecutionStatus:
+        execution = ExecutionPublic.model_validate(row).model_copy(
+            update={"resumed_by": list(resumed_by or [])})
         names = {n.get("node_id"): n.get("service_name") or ""
                  for n in (row.plan or {}).get("nodes", []) if isinstance(n, dict)}
         rows = [ExecutionJob(**JobPublic.model_validate(j).model_dump(),
@@ -767,6 +780,54 @@ class ExecutionStarted(BaseModel):
     workflow_id: int
     note: str
     execution_id: int
+
+
+class ExecutionResumed(ExecutionStarted):
+    resumed_from: int = Field(description="The execution it carries on from")
+
+
+class PlannedInput(BaseModel):
+    from_node: int
+    output: str = Field(description="The upstream output it takes")
+    from_peer: str | None = Field(description="The peer that holds it (null: placed, unknown)")
+    bytes: int | None = Field(description="Bytes it moves to this node's peer (0: the same "
+                              "peer); null until the upstream has run")
+
+
+class PlannedNode(BaseModel):
+    node_id: int
+    service_name: str
+    peer_id: str | None = Field(description="The peer it would run on (null: a node placed "
+                                "by content that no peer offers now)")
+    service_id: int | None
+    reached: str = Field(description='"local", "direct", "relayed", "not_connected" (dialled '
+                         'when the job starts) or "no_peer"')
+    cached: bool | None = Field(description="Whether its result would come from the cache; "
+                                "null: unknown until its upstream has run")
+    job_key: str | None
+    bytes_in: int | None = Field(description="Bytes its inputs move between peers; null: not "
+                                 "known before running")
+    inputs: list[PlannedInput]
+    candidates: list[str] = Field(description="A placed node: the peers that offer its "
+                                  "service now, in the order attempts go to them")
+
+
+class WorkflowPlanPreview(BaseModel):
+    """``POST /api/workflows/{id}/plan``: what an execution would do; nothing runs."""
+
+    workflow_id: int
+    nodes: list[PlannedNode]
+    bytes_between_peers: int | None = Field(description="All inputs' bytes between peers; "
+                                            "null when one is not known")
+
+
+class ReceiptChain(BaseModel):
+    """An execution's receipts, in the order they were made: each names the receipts of the
+    jobs whose outputs it read, which come before it (``remote-network verify`` checks it)."""
+
+    execution_id: int
+    receipts: list[dict[str, Any]] = Field(description="DSSE envelopes (in-toto Statement v1)")
+    total: int
 
 
 class ExecutionCancelled(BaseModel):

@@ -54,10 +54,8 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from orchestrator.config import Settings  # noqa: E402
+from bench.in_process import service, start_node, workflow  # noqa: E402
 from orchestrator.node import Node  # noqa: E402
-from orchestrator.services.standalone_services import RunConfig  # noqa: E402
-from tests.support.node_process import free_port, free_udp_port  # noqa: E402
 
 CHAIN = 20
 WIDTH = 32
@@ -78,37 +76,6 @@ class Run:
     @property
     def overhead(self) -> float:
         return (self.total - self.job_sum) / len(self.jobs)
-
-
-async def start_node(data_dir: Path) -> Node:
-    settings = Settings(data_dir=data_dir, api_host="127.0.0.1", api_port=free_port(),
-                        http_port=free_port(), p2p_host="127.0.0.1", quic_port=free_udp_port(),
-                        dht_port=free_udp_port(), log_level="WARNING")
-    node = Node(settings)
-    await node.start()
-    await node.prefect.wait_ready()
-    return node
-
-
-def service(node: Node, name: str, executable: str, *args: str) -> tuple[int, dict[str, int]]:
-    view, _ = node.standalone.create_from_local(
-        name=name, description="", config=RunConfig(
-            executable_path=executable, arguments=list(args),
-            custom_interfaces=[{"interface_type": "STDIN"}, {"interface_type": "STDOUT"}]))
-    return int(view.service.id or 0), {i.interface_type: int(i.id or 0) for i in view.interfaces}
-
-
-def workflow(node: Node, name: str, nodes: list[tuple[int, dict[str, Any]]],
-             edges: list[tuple[int, int, int, int]]) -> int:
-    """Nodes as (service id, config); edges as (src index, src iface, dst index, dst iface)."""
-    wf = int(node.workflows.create(name).id or 0)
-    ids = [int(node.workflows.add_node(wf, service_id=sid, config=config).id or 0)
-           for sid, config in nodes]
-    for src, src_if, dst, dst_if in edges:
-        node.workflows.add_connection(wf, {
-            "source_node_id": ids[src], "source_interface_id": src_if,
-            "target_node_id": ids[dst], "target_interface_id": dst_if})
-    return wf
 
 
 class JobClock:

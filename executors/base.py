@@ -11,7 +11,7 @@ import shutil
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ArtifactKind(StrEnum):
@@ -117,6 +117,9 @@ class JobResult:
     error: str | None = None  # one line saying why, when not COMPLETED
     # What decides the outputs, hashed (``orchestrator.content_identity.job_key``); "" unknown.
     job_key: str = ""
+    # The executing peer's signed receipt (``orchestrator.receipts``, a DSSE envelope) of a
+    # completed job; None for any other.
+    receipt: dict[str, Any] | None = None
 
 
 class LogSink(Protocol):

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import shlex
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,16 +24,19 @@ from executors.base import (
     ArtifactRef,
     DockerTarget,
     Executor,
+    JobOutcome,
     JobResult,
     JobSpec,
     LogSink,
     MountInput,
     StandaloneTarget,
 )
-from orchestrator.content_identity import spec_job_key
+from network.identity import Identity
+from orchestrator.content_identity import JobIdentity, job_identity
 from orchestrator.errors import InvalidInput, NotFound, OperationFailed
 from orchestrator.job_request import JobRequest
 from orchestrator.peer_policy import PeerPolicy, Refused, Terms
+from orchestrator.receipts import job_facts, sign, statement
 from orchestrator.registry import ServiceRegistry, ServiceView
 from orchestrator.states import InterfaceType, ServiceType
 from orchestrator.wiring import Interface
@@ -50,6 +54,10 @@ class JobDispatcher(Protocol):
 
     async def data_source(self, service_id: int) -> ArtifactRef: ...
 
+    async def job_key(self, request: JobRequest) -> str:
+        """The key of the job, as the peer that would run it resolves it; nothing runs."""
+        ...
+
 
 def interface_info(view: ServiceView) -> list[Interface]:
     """The service's interfaces, as the wiring rules see them."""
@@ -65,22 +73,52 @@ class LocalDispatcher:
 
     A job comes with its ``Terms`` (limits, isolation, readable paths) when another peer asked
     for it (``PeerPolicy.admit``); without, it is a job of this node's own workflow and gets
-    ``PeerPolicy.own_terms``.
+    ``PeerPolicy.own_terms``. Every result carries the job's key; a completed one, a receipt
+    signed by ``signer`` (this node's identity).
     """
 
     def __init__(self, registry: ServiceRegistry, executor: Executor | None, artifacts: Any,
-                 *, scratch_dir: Path, policy: PeerPolicy | None = None) -> None:
+                 *, scratch_dir: Path, policy: PeerPolicy | None = None,
+                 signer: Identity | None = None,
+                 on_sealed: Callable[[str], None] | None = None) -> None:
         self.registry = registry
         self.executor = executor
         self.artifacts = artifacts
         self.scratch_dir = scratch_dir
         self.policy = policy or PeerPolicy()
+        self.signer = signer
+        # Told the key of each job this node signed a receipt of (its provider record).
+        self.on_sealed = on_sealed
 
     def _view(self, service_id: int) -> ServiceView:
         try:
             return self.registry.snapshot(service_id)
         except NotFound:
             raise DispatchError(f"service {service_id} does not exist on this node") from None
+
+    def _clear_digest(self, service_id: int) -> str:
+        view = self._view(service_id)
+        return view.data.file_hash if view.data is not None else ""
+
+    async def identity_of(self, request: JobRequest) -> JobIdentity:
+        """What decides the outputs of ``request`` (its key: ``.key``), without running it."""
+        view = self._view(request.service_id)
+        return await asyncio.to_thread(job_identity, view, request,
+                                       clear_digest=self._clear_digest)
+
+    async def job_key(self, request: JobRequest) -> str:
+        return (await self.identity_of(request)).key
+
+    async def seal(self, request: JobRequest, result: JobResult) -> JobResult:
+        """``result`` with the job's key and, when it completed, this node's receipt."""
+        identity = await self.identity_of(request)
+        receipt = None
+        if result.outcome is JobOutcome.COMPLETED and self.signer is not None:
+            facts = job_facts(identity, result, request.previous_receipts)
+            receipt = sign(statement(facts, self.signer.peer_id), self.signer)
+            if self.on_sealed is not None:
+                self.on_sealed(identity.key)
+        return replace(result, job_key=identity.key, receipt=receipt)
 
     async def data_source(self, service_id: int) -> ArtifactRef:
         """The encrypted file of a DATA service, as an artifact (still encrypted)."""
@@ -219,8 +257,7 @@ class LocalDispatcher:
                 self.artifacts.release(digest)
         aliases = {f"#{i.id}": result.outputs[i.output_key] for i in interface_info(view)
                    if i.is_output and i.output_key in result.outputs}
-        key = await asyncio.to_thread(spec_job_key, view, spec)
-        return replace(result, outputs={**result.outputs, **aliases}, job_key=key)
+        return await self.seal(request, replace(result, outputs={**result.outputs, **aliases}))
 
     async def cancel(self, request: JobRequest) -> bool:
         if self.executor is None:

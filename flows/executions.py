@@ -23,7 +23,7 @@ from flows.scheduling import (
     WorkflowFailed,
     run_plan,
 )
-from orchestrator.errors import Unavailable
+from orchestrator.errors import Conflict, Unavailable
 from orchestrator.execution_store import ExecutionStore
 from orchestrator.graph import Plan, PlanNode
 from orchestrator.models import WorkflowExecution
@@ -56,10 +56,29 @@ class Executions(ExecutionBodies):
         ``flow_run``, run that existing flow run (a scheduled run of a deployment)."""
         plan = self.compiler.compile(workflow_id)
         execution = self.store.create_execution(plan, trigger=trigger)
-        execution_id = int(execution.id or 0)
+        self._start(int(execution.id or 0), plan, flow_run)
+        return execution
+
+    def _start(self, execution_id: int, plan: Plan, flow_run: object | None) -> None:
         self._plans[execution_id] = plan
         self._flows[execution_id] = asyncio.create_task(
             self._run(execution_id, plan, flow_run), name=f"execution-{execution_id}")
+
+    def resume(self, execution_id: int) -> WorkflowExecution:
+        """A new execution of the plan of ``execution_id`` (ended: 409 while it runs) that
+        takes each job of it that completed with a receipt whose outputs are still held, and
+        runs the rest (``flows.reuse``)."""
+        old = self.store.execution(execution_id)
+        if not RunState(old.status).is_terminal:
+            raise Conflict(f"Execution {execution_id} is {old.status}: resume it once it has "
+                           "ended (or cancel it)")
+        plan = Plan.from_dict(old.plan)
+        done = {node: job for node, job in self.store.jobs(execution_id).items()
+                if job.status == RunState.COMPLETED and job.receipt is not None}
+        execution = self.store.create_execution(plan, trigger="resume",
+                                                resumed_from=execution_id)
+        self.steps.carry_on(int(execution.id or 0), done)
+        self._start(int(execution.id or 0), plan, None)
         return execution
 
     def execute_flow_run(self, workflow_id: int, flow_run: object) -> WorkflowExecution:

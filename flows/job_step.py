@@ -10,16 +10,22 @@ fetching their inputs).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from executors.base import ArtifactRef, JobOutcome, JobResult, utcnow
 from flows.dispatch import DispatchError, JobDispatcher
 from flows.flow_engine import Attempt
+from flows.job_protocol.wire import refs_to_json
+from flows.placement import Placement, pick, placed_on
+from flows.reuse import Found, Reuse
 from flows.scheduling import JobCancelled, JobFailed, NodeOutputs
 from orchestrator.execution_store import ExecutionStore, InterfaceRecord
 from orchestrator.graph import Plan, PlanNode
 from orchestrator.job_request import JobInput, JobRequest
+from orchestrator.models import JobExecution, JobExecutionInterface
+from orchestrator.receipts import digest as receipt_digest
 from orchestrator.states import InterfaceType, RunState
 from orchestrator.wiring import (
     DATA_OUTPUT,
@@ -29,6 +35,8 @@ from orchestrator.wiring import (
     output_named,
     pick_output,
 )
+
+log = logging.getLogger("remote_network.flows")
 
 # Text outputs this small are read on the loop: a thread hand-off costs more than the read.
 SMALL_READ = 64 * 1024
@@ -68,6 +76,19 @@ def job_inputs(plan: Plan, node: PlanNode, upstream: dict[int, NodeOutputs]) -> 
     return inputs
 
 
+def job_request(job_id: str, plan: Plan, node: PlanNode, inputs: list[JobInput],
+                upstream: list[NodeOutputs]) -> JobRequest:
+    """The request of the node's job, with these inputs, chained to its upstream receipts."""
+    return JobRequest(
+        job_id=job_id, service_id=node.service_id, peer_id=node.peer_id, inputs=tuple(inputs),
+        env=dict(node.env), args=node.args, stdin_text=node.stdin,
+        entrypoint=node.entrypoint, cmd=node.cmd, timeout=node.timeout,
+        wired_outputs=tuple(sorted({i.source_key for n in plan.nodes for i in n.inputs
+                                    if i.source_node_id == node.node_id})),
+        delivered_outputs=tuple(sorted({d.source_key for d in node.deliveries})),
+        previous_receipts=tuple(sorted({u.receipt for u in upstream if u.receipt})))
+
+
 def delivered_names(node: PlanNode, outputs: dict[str, ArtifactRef]) -> dict[str, str]:
     """For each output of the job delivered to the requesting node: its key, and the file name
     it is delivered as. Raises JobFailed when a delivered output is missing."""
@@ -99,17 +120,39 @@ def failure_reason(node: PlanNode, result: JobResult) -> str:
     return reason
 
 
+def same_inputs(recorded: list[JobExecutionInterface], inputs: list[JobInput]) -> bool:
+    """Whether a recorded job read the same inputs (by artifact hash) as ``inputs``."""
+    old = sorted(r.artifact_hash for r in recorded if r.direction == "input")
+    new = sorted(i.artifact.sha256 if i.artifact is not None and not i.transient else ""
+                 for i in inputs)
+    return old == new
+
+
 class JobStep:
+    """``reuse``: where a resumed execution's completed jobs and cached results are taken
+    from (none: every job runs); ``placement``: where nodes placed by content digest find
+    their peer (none: they fail, saying so)."""
+
     def __init__(self, store: ExecutionStore, artifacts: ArtifactReader, *,
                  dispatcher_for: Callable[[PlanNode], JobDispatcher],
-                 data_source: JobDispatcher, inline_limit: int) -> None:
+                 data_source: JobDispatcher, inline_limit: int,
+                 reuse: Reuse | None = None, placement: Placement | None = None) -> None:
         self.store = store
         self.artifacts = artifacts
         self.dispatcher_for = dispatcher_for
         self.data_source = data_source
         self.inline_limit = inline_limit
+        self.reuse = reuse
+        self.placement = placement
         self._active: dict[int, dict[int, tuple[JobDispatcher, JobRequest]]] = {}
         self._texts: dict[str, str] = {}
+        # A resumed execution: the completed jobs of the one it carries on from, by node.
+        self._resumed: dict[int, dict[int, JobExecution]] = {}
+
+    def carry_on(self, execution_id: int, jobs: dict[int, JobExecution]) -> None:
+        """``execution_id`` resumes an execution whose completed ``jobs`` (by node) it may
+        take instead of running them."""
+        self._resumed[execution_id] = jobs
 
     def inputs_in_use(self) -> set[str]:
         """Digests of the artifacts the jobs running now read."""
@@ -124,6 +167,7 @@ class JobStep:
 
     def forget(self, execution_id: int) -> None:
         self._active.pop(execution_id, None)
+        self._resumed.pop(execution_id, None)
 
     async def run(self, execution_id: int, plan: Plan, node: PlanNode, job_id: int,
                   upstream: list[NodeOutputs], attempt: Attempt,
@@ -136,15 +180,19 @@ class JobStep:
         job = self.store.set_job(job_id, RunState.RUNNING, attempt=attempt.number, error=None,
                                  prefect_task_run_id=attempt.task_run_id)
         inputs = job_inputs(plan, node, {u.node_id: u for u in upstream})
-        request = JobRequest(
-            job_id=f"rn-e{execution_id}-j{job_id}-a{attempt.number}",
-            service_id=node.service_id, peer_id=node.peer_id, inputs=tuple(inputs),
-            env=dict(node.env), args=node.args, stdin_text=node.stdin,
-            entrypoint=node.entrypoint, cmd=node.cmd, timeout=node.timeout,
-            wired_outputs=tuple(sorted({i.source_key for n in plan.nodes for i in n.inputs
-                                        if i.source_node_id == node.node_id})),
-            delivered_outputs=tuple(sorted({d.source_key for d in node.deliveries})))
+        not_placed = ""
+        if node.placed:
+            try:
+                node = await self._place(node, attempt.number, job_id)
+            except DispatchError as exc:
+                not_placed = str(exc)
+        request = job_request(f"rn-e{execution_id}-j{job_id}-a{attempt.number}", plan, node,
+                              inputs, upstream)
         dispatcher = self.dispatcher_for(node)
+        found = None if not_placed else await self._reusable(execution_id, node, request,
+                                                             inputs, dispatcher)
+        if found is not None:
+            return await self._take(job_id, node, request, inputs, found)
         self._active.setdefault(execution_id, {})[job_id] = (dispatcher, request)
         also = attempt.log
 
@@ -154,6 +202,8 @@ class JobStep:
                 also(stream, line)
 
         try:
+            if not_placed:
+                raise DispatchError(not_placed)
             result = await dispatcher.dispatch(request, on_log=on_log)
         except DispatchError as exc:
             now = utcnow()
@@ -171,10 +221,12 @@ class JobStep:
                                    error=str(exc), job_key=result.job_key,
                                    records=await self._records(node, inputs, result))
                 raise
+            sealed = receipt_digest(result.receipt) if result.receipt is not None else ""
             self.store.set_job(job_id, RunState.COMPLETED, exit_code=result.exit_code,
-                               job_key=result.job_key,
+                               job_key=result.job_key, receipt=result.receipt,
+                               receipt_digest=sealed, output_refs=refs_to_json(result.outputs),
                                records=await self._records(node, inputs, result, delivered))
-            return NodeOutputs(node.node_id, dict(result.outputs))
+            return NodeOutputs(node.node_id, dict(result.outputs), receipt=sealed)
         if result.outcome is JobOutcome.CANCELLED or ended():
             self.store.close_job(job_id, RunState.CANCELLED, "cancelled")
             raise JobCancelled("job cancelled")
@@ -187,6 +239,60 @@ class JobStep:
             self.store.set_job(job_id, RunState.RUNNING, exit_code=result.exit_code,
                                error=f"attempt {attempt.number} failed ({reason}); retrying")
         raise JobFailed(reason)
+
+    async def _place(self, node: PlanNode, attempt: int, job_id: int) -> PlanNode:
+        """The node on the peer this attempt goes to (``flows.placement``), recorded on the
+        job; DispatchError when no peer offers its service."""
+        if self.placement is None:
+            raise DispatchError(f"{node.label} is placed by content digest: only a node with "
+                                "its peer transport can place it")
+        candidates = await self.placement.candidates(node)
+        if not candidates:
+            among = (f"of the {len(node.placement)} placed" if node.placement
+                     else "known to this node")
+            raise DispatchError(f"no peer {among} offers service {node.content_digest} to "
+                                "this node")
+        chosen = pick(candidates, attempt)
+        self.store.set_job(job_id, RunState.RUNNING, peer_id=chosen.peer_id,
+                           service_id=chosen.service_id)
+        return placed_on(node, chosen)
+
+    async def _reusable(self, execution_id: int, node: PlanNode, request: JobRequest,
+                        inputs: list[JobInput], dispatcher: JobDispatcher) -> Found | None:
+        """A result to take instead of running: the earlier execution's job when this one
+        resumes it and the inputs are the same, else (a ``cache`` node) a result of the same
+        job key."""
+        if self.reuse is None:
+            return None
+        earlier = self._resumed.get(execution_id, {}).get(node.node_id)
+        if earlier is not None and same_inputs(
+                self.store.job_interfaces(int(earlier.id or 0)), inputs):
+            found = await self.reuse.from_job(earlier)
+            if found is not None:
+                return found
+        if not node.cache:
+            return None
+        try:
+            key = await dispatcher.job_key(request)
+        except DispatchError as exc:
+            log.info("%s: no job key, so no cached result (%s)", node.label, exc)
+            return None
+        return await self.reuse.lookup(key, node.accepted_signers)
+
+    async def _take(self, job_id: int, node: PlanNode, request: JobRequest,
+                    inputs: list[JobInput], found: Found) -> NodeOutputs:
+        now = utcnow()
+        result = JobResult(request.job_id, JobOutcome.COMPLETED, found.exit_code, now, now,
+                           outputs=found.outputs, job_key=found.job_key, receipt=found.receipt)
+        delivered = delivered_names(node, found.outputs)
+        digest = found.verified.digest
+        self.store.set_job(job_id, RunState.COMPLETED, exit_code=found.exit_code,
+                           job_key=found.job_key, receipt=found.receipt, receipt_digest=digest,
+                           cached_from=digest, output_refs=refs_to_json(found.outputs),
+                           error=None,
+                           records=await self._records(node, inputs, result, delivered))
+        return NodeOutputs(node.node_id, dict(found.outputs), receipt=digest,
+                           reused_from=f"reused {found.source} (receipt {digest[:19]})")
 
     async def run_data(self, node: PlanNode, job_id: int) -> NodeOutputs:
         """A DATA node of this node: its encrypted file, as the output that feeds its users."""

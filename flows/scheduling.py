@@ -33,13 +33,20 @@ class NodeOutputs:
     dicts and lists among a task's parameters and results (twice per task run) to find futures
     and link upstream runs; it links this object by identity, so it is deliberately a plain
     object that Prefect does not walk into: walking its references cost milliseconds a job.
+
+    ``receipt``: the digest of the receipt that vouches for the outputs ("" for none: a DATA
+    node's file); ``reused_from``: set when the node did not run but took the outputs of an
+    earlier job (a resumed execution's, a cached result), saying which.
     """
 
-    __slots__ = ("node_id", "outputs")
+    __slots__ = ("node_id", "outputs", "receipt", "reused_from")
 
-    def __init__(self, node_id: int, outputs: dict[str, ArtifactRef] | None = None) -> None:
+    def __init__(self, node_id: int, outputs: dict[str, ArtifactRef] | None = None, *,
+                 receipt: str = "", reused_from: str = "") -> None:
         self.node_id = node_id
         self.outputs: dict[str, ArtifactRef] = outputs if outputs is not None else {}
+        self.receipt = receipt
+        self.reused_from = reused_from
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, NodeOutputs) and other.node_id == self.node_id

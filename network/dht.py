@@ -16,8 +16,9 @@ import hashlib
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kademlia.utils import digest
@@ -32,10 +33,12 @@ from network.kademlia_ext import (
     quiet_library_logs,
 )
 from network.records import (
+    MAX_SERVICE_DIGESTS,
     NatFacts,
     PeerRecord,
     RecordBook,
     RecordError,
+    RecordTooLarge,
     StaleRecord,
     encode_record,
     next_seq,
@@ -60,6 +63,15 @@ def parse_address(text: str) -> Address:
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"not a host:port address: {text!r}")
     return host, int(port_text)
+
+
+# Job keys whose provider records this node keeps announcing (the most recent results).
+MAX_PROVIDED = 64
+
+
+def provider_topic(job_key: str) -> str:
+    """The DHT topic whose members hold a result of ``job_key``."""
+    return f"job:{job_key}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,7 @@ class LocalFacts:
     capabilities: dict[str, Any] | None = None
     files_count: int = 0
     apps_count: int = 0
+    service_digests: tuple[str, ...] = ()
 
 
 def dht_node_id(identity: Identity) -> bytes:
@@ -140,6 +153,8 @@ class DhtNode:
         self._republish = False
         self._task: asyncio.Task[None] | None = None
         self._dropped_logged: set[tuple[str, int]] = set()
+        # Job keys this node holds a result of (provider records), newest last.
+        self._provided: OrderedDict[str, None] = OrderedDict()
 
     @property
     def node_id_hex(self) -> str:
@@ -279,7 +294,15 @@ class DhtNode:
         now = self.clock()
         self.seq = next_seq(self.seq, now)
         record = self.build_record(facts, seq=self.seq, now=now, online=online)
-        value = encode_record(record, self.identity)
+        while True:
+            try:
+                value = encode_record(record, self.identity)
+                break
+            except RecordTooLarge:
+                if not record.service_digests:
+                    raise
+                # The digests are a summary: as many as fit.
+                record = replace(record, service_digests=record.service_digests[:-1])
         pid = self.identity.peer_id
         self.server.store_here(pid, value)
         reached = bool(await self.server.set(pid, value))
@@ -288,6 +311,8 @@ class DhtNode:
                                                              now))
             self.server.store_here(self.config.topic, member_value)
             reached = bool(await self.server.set(self.config.topic, member_value)) and reached
+            await asyncio.gather(*(self._announce(provider_topic(k)) for k in self._provided),
+                                 return_exceptions=True)
         self.published, self.published_at = facts, now
         self.last_publish_reached = reached
         log.debug("published record seq %d (reached peers: %s)", self.seq, reached)
@@ -309,9 +334,39 @@ class DhtNode:
             capabilities=facts.capabilities,
             files_count=facts.files_count,
             apps_count=facts.apps_count,
+            service_digests=facts.service_digests[:MAX_SERVICE_DIGESTS],
             topic=self.config.topic,
             online=online,
         )
+
+    # -- provider records: who holds the result of a job key -----------------------------------
+    async def provide(self, job_key: str) -> bool:
+        """Say (signed) that this node holds a result of ``job_key``: a member entry of the
+        topic ``job:<key>``, announced again with each publish (the last ``MAX_PROVIDED``)."""
+        self.remember_provided(job_key)
+        return await self._announce(provider_topic(job_key))
+
+    def remember_provided(self, job_key: str) -> None:
+        """Announce ``job_key``'s provider record with the next publishes (not now)."""
+        self._provided.pop(job_key, None)
+        self._provided[job_key] = None
+        while len(self._provided) > MAX_PROVIDED:
+            self._provided.popitem(last=False)
+
+    async def providers(self, job_key: str) -> list[str]:
+        """The peers whose provider records name ``job_key``, the freshest first."""
+        assert self.server is not None
+        topic = provider_topic(job_key)
+        found = topics.gather(await self.server.collect_all(topic), topic=topic,
+                              now=self.clock(), ttl=self.config.topic_ttl)
+        return [pid for pid, _ in sorted(found.members.items(), key=lambda kv: -kv[1])]
+
+    async def _announce(self, topic: str) -> bool:
+        if self.server is None:
+            return False
+        value = topics.encode(topics.announcement(self.identity, topic, self.clock()))
+        self.server.store_here(topic, value)
+        return bool(await self.server.set(topic, value))
 
     async def members(self) -> set[str]:
         """Peer ids listed under our topic (merged from every holder found)."""

@@ -69,6 +69,7 @@ class PeerInfo:
             "nat_type": r.nat.nat_type if r else "",
             "using_relay": r.nat.using_relay if r else False,
             "connected_relay_id": r.nat.connected_relay_id if r else "",
+            "service_digests": list(r.service_digests) if r else [],
         }
 
 

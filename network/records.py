@@ -38,6 +38,8 @@ MAX_CAPABILITY_KEYS = 32
 MAX_CAPABILITY_KEY_CHARS = 64
 MAX_CAPABILITY_TEXT = 128
 MAX_CAPABILITY_NUMBER = 2**53
+MAX_SERVICE_DIGESTS = 16
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # The peers whose newest sequence a book remembers.
 DEFAULT_BOOK_CAPACITY = 4096
 
@@ -104,6 +106,9 @@ class PeerRecord:
     capabilities: dict[str, Any] | None = None
     files_count: int = 0
     apps_count: int = 0
+    # Content digests of services it offers to anyone (the same on every peer offering the same
+    # thing): at most MAX_SERVICE_DIGESTS, fewer when the record would not fit.
+    service_digests: tuple[str, ...] = ()
     topic: str = ""
     online: bool = True
 
@@ -209,10 +214,17 @@ def _from_body(doc: Any) -> PeerRecord:
         capabilities=_capabilities(doc.get("capabilities")),
         files_count=_int(doc.get("files_count", 0), 0, MAX_COUNT),
         apps_count=_int(doc.get("apps_count", 0), 0, MAX_COUNT),
+        service_digests=_digests(doc.get("service_digests", [])),
         topic=_text(doc.get("topic", ""), MAX_TOPIC_CHARS),
         online=_bool(doc.get("online", True)),
     )
     return record
+
+
+def _digests(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_SERVICE_DIGESTS:
+        raise ValueError(f"service_digests is not a list of at most {MAX_SERVICE_DIGESTS}")
+    return tuple(_text(d, 71, _DIGEST) for d in value)
 
 
 def _text(value: Any, limit: int, pattern: re.Pattern[str] | None = None, *,

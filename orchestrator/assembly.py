@@ -9,6 +9,9 @@ from executors.artifacts import ArtifactStore
 from executors.local import LocalExecutor
 from flows.dispatch import JobDispatcher, LocalDispatcher
 from flows.job_step import JobStep
+from flows.placement import Placement
+from flows.reuse import Reuse
+from network.identity import Identity
 from orchestrator.config import Settings
 from orchestrator.execution_store import ExecutionStore
 from orchestrator.graph import Defaults, PlanNode
@@ -19,14 +22,15 @@ from orchestrator.workflows import WorkflowStore
 
 
 def local_jobs(settings: Settings, services: ServiceRegistry, artifacts: ArtifactStore,
-               policy: PeerPolicy, *, owner: str) -> tuple[LocalExecutor, LocalDispatcher]:
-    """The executor that runs jobs on this machine, and the dispatcher of this node's jobs."""
-    executor = LocalExecutor(artifacts, settings.data_dir / "jobs", owner=owner,
+               policy: PeerPolicy, *, identity: Identity) -> tuple[LocalExecutor, LocalDispatcher]:
+    """The executor that runs jobs on this machine, and the dispatcher of this node's jobs
+    (which signs their receipts with ``identity``)."""
+    executor = LocalExecutor(artifacts, settings.data_dir / "jobs", owner=identity.peer_id,
                              docker_host=settings.docker_host, data_dir=settings.data_dir,
                              sandbox=settings.job_sandbox)
     return executor, LocalDispatcher(services, executor, artifacts,
                                      scratch_dir=settings.data_dir / "jobs" / "inputs",
-                                     policy=policy)
+                                     policy=policy, signer=identity)
 
 
 def plan_compiler(settings: Settings, workflows: WorkflowStore, services: ServiceRegistry, *,
@@ -39,6 +43,8 @@ def plan_compiler(settings: Settings, workflows: WorkflowStore, services: Servic
 
 def job_step(settings: Settings, store: ExecutionStore, artifacts: ArtifactStore,
              local: LocalDispatcher, *,
-             dispatcher_for: Callable[[PlanNode], JobDispatcher]) -> JobStep:
+             dispatcher_for: Callable[[PlanNode], JobDispatcher], reuse: Reuse,
+             placement: Placement | None = None) -> JobStep:
     return JobStep(store, artifacts, dispatcher_for=dispatcher_for, data_source=local,
-                   inline_limit=settings.output_inline_limit)
+                   inline_limit=settings.output_inline_limit, reuse=reuse,
+                   placement=placement)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from executors.base import ArtifactRef, DockerTarget, JobSpec
+from orchestrator.job_request import JobRequest
 from orchestrator.registry import ServiceView
 
 PREFIX = "sha256:"
@@ -108,22 +110,77 @@ def job_key(service: str, *, command: Sequence[str] = (), env: Mapping[str, str]
     return PREFIX + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def spec_job_key(view: ServiceView, spec: JobSpec) -> str:
-    """The key of the job ``spec`` runs on the service ``view``: its command (a Docker
-    entrypoint and cmd, or a standalone executable's arguments: the executable itself is in
-    the service digest), its environment, its arguments, and the hash of its stdin and of each
-    mounted input by path."""
-    target = spec.target
-    if isinstance(target, DockerTarget):
-        command = [*(target.entrypoint or []), *(target.cmd or [])]
-        env = dict(spec.env)
+def _words(value: str | None) -> list[str]:
+    return shlex.split(value) if value and value.strip() else []
+
+
+@dataclass(frozen=True, slots=True)
+class JobIdentity:
+    """What decides a job's outputs, resolved on the executing peer; ``key`` hashes it."""
+
+    service: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    args: tuple[str, ...]
+    inputs: Mapping[str, str]  # "<type>:<path>" -> sha256
+
+    @property
+    def key(self) -> str:
+        return job_key(self.service, command=self.command, env=self.env, args=self.args,
+                       inputs=self.inputs)
+
+
+def job_identity(view: ServiceView, request: JobRequest, *,
+                 clear_digest: Callable[[int], str]) -> JobIdentity:
+    """What decides the outputs of the job ``request`` asks of the service ``view``, as the
+    executing peer resolves it before running (the same key answers a dry run, names the
+    receipt and finds a cached result).
+
+    The command is the request's entrypoint and cmd, or the service's own (a standalone
+    executable's arguments: the executable is in the service digest); the environment is the
+    service's with the request's over it; each input is hashed by interface
+    (``<type>:<path>``): an artifact by its sha256 (this node's DATA file by its clear
+    digest, ``clear_digest(service id)``), a text by the sha256 of its bytes."""
+    command: list[str]
+    env = dict(request.env)
+    if view.docker is not None:
+        d = view.docker
+        command = [*(request.entrypoint or _words(d.entrypoint)),
+                   *(request.cmd or _words(d.cmd))]
+    elif view.standalone is not None:
+        s = view.standalone
+        arguments = list(s.arguments or [])
+        head: list[str] = []
+        if request.entrypoint:
+            head = list(request.entrypoint)
+            arguments = []
+        if request.cmd:
+            arguments = list(request.cmd)
+        command = [*head, *arguments]
+        env = {**(s.environment_variables or {}), **env}
     else:
-        command = list(target.arguments)
-        env = {**target.environment, **spec.env}
-    inputs = {f"MOUNT:{m.path}": m.artifact.sha256 for m in spec.input_mounts}
-    if isinstance(spec.stdin, ArtifactRef):
-        inputs["STDIN"] = spec.stdin.sha256
-    elif isinstance(spec.stdin, bytes):
-        inputs["STDIN"] = hashlib.sha256(spec.stdin).hexdigest()
-    return job_key(service_digest(view), command=command, env=env, args=spec.args,
-                   inputs=inputs)
+        command = []
+    interfaces = {int(i.id or 0): i for i in view.interfaces}
+    named: list[tuple[str, str]] = []
+    if request.stdin_text is not None:
+        named.append(("STDIN", hashlib.sha256(request.stdin_text.encode()).hexdigest()))
+    for inp in request.inputs:
+        kind, path = inp.interface_type, inp.path
+        if kind is None:
+            iface = interfaces.get(inp.interface_id or -1)
+            kind, path = (iface.interface_type, iface.path) if iface is not None else (
+                f"#{inp.interface_id}", "")
+        if inp.artifact is not None:
+            sha = (clear_digest(inp.data_service_id) if inp.data_service_id is not None
+                   else inp.artifact.sha256)
+        else:
+            sha = hashlib.sha256((inp.text or "").encode()).hexdigest()
+        named.append((f"{kind}:{path}" if path else str(kind), sha))
+    inputs: dict[str, str] = {}
+    for name, sha in sorted(named):  # one name twice (two ARG inputs): numbered
+        key, n = name, 1
+        while key in inputs:
+            n += 1
+            key = f"{name}#{n}"
+        inputs[key] = sha
+    return JobIdentity(service_digest(view), tuple(command), env, tuple(request.args), inputs)

@@ -130,10 +130,12 @@ class Discovery:
                  bus: EventBus, services: ServiceRegistry, capabilities: CapabilityProbe,
                  blacklist: Blacklist, fetch_capabilities: Callable[[str], Awaitable[Any]],
                  nat_relay: RelayClient | None = None,
-                 nat_type: Callable[[], str] = lambda: "") -> None:
+                 nat_type: Callable[[], str] = lambda: "",
+                 service_digests: Callable[[], tuple[str, ...]] = tuple) -> None:
         """``fetch_capabilities(peer_id)``: a peer's full capabilities, over the transport.
         ``nat_relay``: behind NAT, the relay client; the published record names its relay.
-        ``nat_type()``: what the node learned of its NAT (``network.nat_type``)."""
+        ``nat_type()``: what the node learned of its NAT (``network.nat_type``).
+        ``service_digests()``: the content digests of the services it offers to anyone."""
         self.settings = settings
         self.peers = peers
         self.bus = bus
@@ -143,6 +145,7 @@ class Discovery:
         self.fetch_capabilities = fetch_capabilities
         self.nat_relay = nat_relay
         self.nat_type = nat_type
+        self.service_digests = service_digests
         self.dht = DhtNode(identity, dht_config(settings), facts=self.local_facts,
                            on_record=peers.update_from_record, on_round=peers.expire)
         self._watch: asyncio.Task[None] | None = None
@@ -189,6 +192,7 @@ class Discovery:
             capabilities=caps,
             files_count=counts["files_count"],
             apps_count=counts["apps_count"],
+            service_digests=self.service_digests(),
         )
 
     async def local_facts(self) -> LocalFacts:

@@ -129,10 +129,13 @@ class ExecutionStore:
         self._ended: set[int] = set()
 
     # -- executions ----------------------------------------------------------------------------
-    def create_execution(self, plan: Plan, *, trigger: str) -> WorkflowExecution:
-        """Record a new PENDING execution of ``plan`` with one PENDING job per plan node."""
+    def create_execution(self, plan: Plan, *, trigger: str,
+                         resumed_from: int | None = None) -> WorkflowExecution:
+        """Record a new PENDING execution of ``plan`` with one PENDING job per plan node
+        (``resumed_from``: the execution it carries on from)."""
         execution = WorkflowExecution(workflow_id=plan.workflow_id, status=RunState.PENDING,
-                                      plan=plan.to_dict(), trigger=trigger)
+                                      plan=plan.to_dict(), trigger=trigger,
+                                      resumed_from=resumed_from)
         with self.db.session() as s:
             s.add(execution)
             s.flush()
@@ -253,6 +256,29 @@ class ExecutionStore:
             return list(s.exec(select(JobExecution)
                                .where(JobExecution.workflow_id == workflow_id)
                                .order_by(col(JobExecution.id))))
+
+    def resumed_by(self, execution_id: int) -> list[int]:
+        """The executions that carry on from ``execution_id``, oldest first."""
+        with self.db.session() as s:
+            return [int(i) for i in s.exec(
+                select(WorkflowExecution.id).where(
+                    WorkflowExecution.resumed_from == execution_id)
+                .order_by(col(WorkflowExecution.id)))]
+
+    def receipts(self, execution_id: int) -> list[JobExecution]:
+        """The execution's jobs that hold a receipt, in the order they completed (an upstream
+        job before the jobs that read it: the chain's order)."""
+        return sorted((j for j in self.job_list(execution_id) if j.receipt is not None),
+                      key=lambda j: (j.completed_at or j.created_at, j.id or 0))
+
+    def completed_with_key(self, job_key: str, *, limit: int = 8) -> list[JobExecution]:
+        """Completed jobs of ``job_key`` that hold a receipt, newest first."""
+        with self.db.session() as s:
+            return list(s.exec(
+                select(JobExecution).where(JobExecution.job_key == job_key,
+                                           JobExecution.status == RunState.COMPLETED,
+                                           JobExecution.receipt_digest != "")
+                .order_by(col(JobExecution.id).desc()).limit(limit)))
 
     def job(self, job_id: int) -> JobExecution:
         with self.db.session() as s:

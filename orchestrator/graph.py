@@ -19,12 +19,14 @@ Peer"): its output is a result of the workflow, delivered to the node that runs 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator.errors import InvalidInput
+from orchestrator.service_policy import PEER_ID
 from orchestrator.states import InterfaceType, ServiceType
 from orchestrator.wiring import (
     ANY_MOUNT_OUTPUT,
@@ -77,6 +79,7 @@ class Defaults:
     timeout: float = 300.0
     retry_count: int = 0
     retry_delay: float = 0.0
+    cache: bool = False  # the workflow's default for nodes that do not say (``cache``)
 
 
 # -- what comes out -----------------------------------------------------------------------------
@@ -133,6 +136,25 @@ class PlanNode:
     args: tuple[str, ...] = ()
     stdin: str | None = None
     deliveries: tuple[Delivery, ...] = ()
+    # Take a result of the same job key instead of running (``flows.reuse``), when one is
+    # signed by the service's own peer or one of ``cache_peers``.
+    cache: bool = False
+    cache_peers: tuple[str, ...] = ()
+    # A node placed by content (``flows.placement``): its service is the one with
+    # ``content_digest`` on any peer that offers it (``placed_any``) or on one of
+    # ``placement``, in that order; each attempt goes to the next.
+    content_digest: str = ""
+    placement: tuple[str, ...] = ()
+    placed_any: bool = False
+
+    @property
+    def placed(self) -> bool:
+        return self.placed_any or bool(self.placement)
+
+    @property
+    def accepted_signers(self) -> tuple[str, ...]:
+        """The peers whose receipts vouch for a cached result of this node."""
+        return self.cache_peers or self.placement or (self.peer_id,)
 
     @property
     def label(self) -> str:
@@ -177,6 +199,8 @@ class Plan:
             n["env"] = tuple(tuple(kv) for kv in n["env"])
             n["args"] = tuple(n["args"])
             n["deliveries"] = tuple(Delivery(**d) for d in n.get("deliveries", ()))
+            n["cache_peers"] = tuple(n.get("cache_peers", ()))
+            n["placement"] = tuple(n.get("placement", ()))
             nodes.append(PlanNode(**n))
         return cls(raw["workflow_id"], raw["workflow_name"], tuple(nodes))
 
@@ -212,9 +236,12 @@ def compile_plan(
         name = n.service_name or (services.get(node_id).name if services.get(node_id) else "")
         return f"node {node_id}" + (f" ({name})" if name else "")
 
-    # Nodes: peer known, service present.
+    # Nodes: peer known, service present (or, placed by content, found when it runs).
     for n in nodes:
         peer = n.peer_id or own_peer_id
+        if placement_of(n) is not None:
+            services[n.id] = None
+            continue
         if n.service_id is None:
             raise InvalidInput(f"Node {n.id} has no service")
         if peer == own_peer_id:
@@ -245,6 +272,13 @@ def compile_plan(
                 raise InvalidInput(f"{where}: node {end} is not in this workflow")
         if e.source_node_id == e.target_node_id:
             raise InvalidInput(f"{where} joins {label(e.source_node_id)} to itself")
+        for end in (e.source_node_id, e.target_node_id):
+            if end is not None and placement_of(by_id[end]) is not None and (
+                    e.source_interface_id if end == e.source_node_id
+                    else e.target_interface_id) is not None:
+                raise InvalidInput(f"{where}: {label(end)} is placed by content digest, and "
+                                   "each peer numbers its interfaces its own way: name the "
+                                   "interface by type (and path)")
         source_key = _source_key(where, e, services[e.source_node_id], interface, label)
 
         if e.target_node_id is None:
@@ -406,6 +440,33 @@ def _own_interface(where: str, side: str, interface_id: int, node_id: int, svc: 
     return iface
 
 
+ANY = "any"
+MAX_PLACEMENT = 16
+DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
+
+
+def placement_of(n: NodeSpec) -> tuple[str, tuple[str, ...]] | None:
+    """A node placed by content: (its service's content digest, the peers in order, or
+    ("any",)); None for a node of one service on one peer. InvalidInput when the config says
+    it wrongly."""
+    cfg = n.config or {}
+    where = cfg.get("placement")
+    if where is None:
+        return None
+    node = f"Node {n.id}: " if n.id else ""
+    digest = cfg.get("service_digest")
+    if not isinstance(digest, str) or not DIGEST.match(digest):
+        raise InvalidInput(f'{node}a placement needs config.service_digest: the service\'s '
+                           'content digest (sha256:<64 hex digits>)')
+    if where == ANY:
+        return digest, (ANY,)
+    if not isinstance(where, list) or not 0 < len(where) <= MAX_PLACEMENT or not all(
+            isinstance(p, str) and PEER_ID.match(p.lower()) for p in where):
+        raise InvalidInput(f'{node}config.placement is "any" or a list of 1 to '
+                           f"{MAX_PLACEMENT} peer ids")
+    return digest, tuple(dict.fromkeys(p.lower() for p in where))
+
+
 def _plan_node(n: NodeSpec, info: ServiceInfo | None, own_peer_id: str,
                inputs: list[PlanInput], consumed: set[tuple[int, str]],
                deliveries: list[Delivery], defaults: Defaults) -> PlanNode:
@@ -420,9 +481,21 @@ def _plan_node(n: NodeSpec, info: ServiceInfo | None, own_peer_id: str,
     timeout = cfg.get("timeout") or (info.timeout if info and info.timeout else None)
     retry = cfg.get("retry_count")
     env = cfg.get("env") or {}
+    cache = cfg.get("cache", defaults.cache)
+    peers = cfg.get("cache_peers") or []
+    if not isinstance(cache, bool):
+        raise InvalidInput(f"Node {n.id}: cache must be true or false")
+    if not isinstance(peers, list) or len(peers) > 64 or not all(
+            isinstance(p, str) and PEER_ID.match(p.lower()) for p in peers):
+        raise InvalidInput(f"Node {n.id}: cache_peers must be a list of at most 64 peer ids")
+    placed = placement_of(n)
+    retries = int(retry if retry is not None else defaults.retry_count)
+    if placed is not None:
+        # Each attempt goes to the next peer: as many as there are (three for "any").
+        retries = max(retries, 2 if placed[1] == (ANY,) else len(placed[1]) - 1)
     return PlanNode(
         node_id=n.id,
-        peer_id=n.peer_id or own_peer_id,
+        peer_id="" if placed is not None else n.peer_id or own_peer_id,
         local=info is not None,
         service_id=int(n.service_id or 0),
         service_name=n.service_name or (info.name if info else ""),
@@ -431,7 +504,7 @@ def _plan_node(n: NodeSpec, info: ServiceInfo | None, own_peer_id: str,
         inputs=tuple(inputs),
         outputs=tuple(outputs),
         timeout=float(timeout or defaults.timeout),
-        retry_count=int(retry if retry is not None else defaults.retry_count),
+        retry_count=retries,
         retry_delay=float(cfg.get("retry_delay") or defaults.retry_delay),
         entrypoint=_words(cfg.get("entrypoint")),
         cmd=_words(cfg.get("cmd")),
@@ -439,4 +512,9 @@ def _plan_node(n: NodeSpec, info: ServiceInfo | None, own_peer_id: str,
         args=tuple(str(a) for a in cfg.get("args") or ()),
         stdin=cfg.get("stdin"),
         deliveries=tuple(deliveries),
+        cache=cache,
+        cache_peers=tuple(p.lower() for p in peers),
+        content_digest=placed[0] if placed is not None else "",
+        placement=placed[1] if placed is not None and placed[1] != (ANY,) else (),
+        placed_any=placed is not None and placed[1] == (ANY,),
     )

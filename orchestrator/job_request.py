@@ -46,3 +46,6 @@ class JobRequest:
     wired_outputs: tuple[str, ...] = ()
     # Output keys delivered to the requesting node: fetched back even when wired onward too.
     delivered_outputs: tuple[str, ...] = ()
+    # Digests ("sha256:<hex>") of the receipts of the upstream jobs whose outputs this one
+    # reads: the executing peer names them in its receipt, which chains an execution's receipts.
+    previous_receipts: tuple[str, ...] = ()

@@ -168,6 +168,8 @@ class WorkflowExecution(SQLModel, table=True):
     progress: int = 0
     prefect_flow_run_id: str | None = None
     trigger: str = "api"
+    # A resumed execution: the one it carries on from (``POST .../resume``).
+    resumed_from: int | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None
@@ -191,7 +193,19 @@ class JobExecution(SQLModel, table=True):
     error: str | None = None
     prefect_task_run_id: str | None = None
     # What decides the job's outputs, hashed (orchestrator.content_identity.job_key).
-    job_key: str = ""
+    job_key: str = Field(default="", index=True)
+    # The signed receipt of a completed job (orchestrator.receipts: a DSSE envelope), and its
+    # digest, which the receipts of the jobs that read its outputs name.
+    receipt: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    receipt_digest: str = ""
+    # A completed job's outputs by key ("#<interface id>" aliases too), each
+    # {sha256, size, kind, peer_id} (peer_id: the holder, "" for this node): what a resumed
+    # execution or a cache hit hands downstream instead of running the job.
+    output_refs: dict[str, Any] | None = Field(default=None,
+                                               sa_column=Column(JSON, nullable=True))
+    # A job not run but reused: the digest of the receipt whose outputs it took (a resumed
+    # execution's job, or a cache hit).
+    cached_from: str = ""
     created_at: dt.datetime = Field(default_factory=utcnow)
     started_at: dt.datetime | None = None
     completed_at: dt.datetime | None = None

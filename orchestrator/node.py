@@ -14,15 +14,21 @@ from flows.dispatch import JobDispatcher
 from flows.executions import Executions
 from flows.job_protocol import RemoteDispatcher, RemoteJobs
 from flows.on_prefect import PrefectEngine, PrefectRuntime, ScheduleService
+from flows.placement import Placement
+from flows.preview import PlanPreview
+from flows.reuse import CachedResults, Reuse
 from network.dht import dht_node_id
 from network.hole_punch import PUNCH, HolePuncher
 from network.identity import Identity
 from network.nat_type import NatObserver, NatType
+from network.records import MAX_SERVICE_DIGESTS
 from orchestrator.assembly import job_step, local_jobs, plan_compiler
 from orchestrator.auth import Authenticator, load_or_create_secret
+from orchestrator.background import cancel_and_wait
 from orchestrator.blacklist import Blacklist
 from orchestrator.capabilities import CapabilityProbe
 from orchestrator.config import Settings
+from orchestrator.content_identity import service_digest
 from orchestrator.db import Database
 from orchestrator.discovery import (
     Discovery,
@@ -46,6 +52,7 @@ from orchestrator.services.data_services import DataServices
 from orchestrator.services.docker_services import DockerServices
 from orchestrator.services.standalone_services import StandaloneServices
 from orchestrator.services.upload_manager import UploadManager
+from orchestrator.states import ServiceStatus
 from orchestrator.workflows import WorkflowStore
 
 log = logging.getLogger("remote_network.node")
@@ -88,7 +95,7 @@ class Node:
         # the dispatcher of this node's jobs.
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.executor, self.local_jobs = local_jobs(settings, self.services, self.artifacts,
-                                                    self.policy, owner=self.identity.peer_id)
+                                                    self.policy, identity=self.identity)
         self.ws_handlers: dict[str, WsHandler] = {}
         self.standalone = StandaloneServices(settings, self.services)
         self.data_services = DataServices(settings, self.services)
@@ -140,7 +147,8 @@ class Node:
             fetch_capabilities=self.messaging.fetch_peer_capabilities, nat_relay=self.nat_relay,
             # The record's field is empty while unknown, as the peers list documents it.
             nat_type=lambda: ("" if self.nat_observer.nat_type is NatType.UNKNOWN
-                              else self.nat_observer.nat_type.value))
+                              else self.nat_observer.nat_type.value),
+            service_digests=self._public_digests)
         self.dht = self.discovery.dht
         # Jobs: the records of executions and jobs (the only writer of those rows), and other
         # peers: workflow nodes on them go out over QUIC, their jobs come in.
@@ -160,6 +168,12 @@ class Node:
         # Workflows: Prefect beside the node, and the owner of executions, which runs each as a
         # flow run on it; cron schedules are Prefect deployments the node serves.
         self.prefect = PrefectRuntime(settings)
+        # Results taken instead of run (a resumed execution's, cached ones) and nodes placed by
+        # content digest.
+        reuse = Reuse(self.execution_store, self.artifacts, own_peer_id=self.peer_id,
+                      fetch=self.remote_dispatcher.fetch,
+                      results=CachedResults(self.dht, self.remote_dispatcher))
+        placement = Placement(self.transport, self.messaging.known_peers)
         self.executions = Executions(
             self.execution_store,
             plan_compiler(settings, self.workflows, self.services, own_peer_id=self.peer_id,
@@ -171,7 +185,15 @@ class Node:
                 if settings.prefect_ui or settings.prefect_api_url else 0)),
             job_step(settings, self.execution_store, self.artifacts, self.local_jobs,
                      dispatcher_for=partial(dispatcher_for, self.local_jobs,
-                                            self.remote_dispatcher)))
+                                            self.remote_dispatcher),
+                     reuse=reuse, placement=placement))
+        self.plan_preview = PlanPreview(
+            self.executions.compiler, self.services, own_peer_id=self.peer_id,
+            dispatcher_for=partial(dispatcher_for, self.local_jobs, self.remote_dispatcher),
+            reuse=reuse, placement=placement, reached=self._reached)
+        # Each job this node signs a receipt of gets a provider record in the DHT.
+        self._providing: set[asyncio.Task[bool]] = set()
+        self.local_jobs.on_sealed = self._provide
         self.retention = Retention(
             self.execution_store, self.artifacts, retention_days=settings.retention_days,
             sweep_seconds=settings.retention_sweep_seconds,
@@ -189,6 +211,30 @@ class Node:
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
+
+    def _public_digests(self) -> tuple[str, ...]:
+        """The content digests of the ACTIVE services anyone may use (the record's summary)."""
+        digests = {service_digest(view) for view in self.services.list()
+                   if view.service.status == ServiceStatus.ACTIVE
+                   and self.policy.access(view.service) == "public"}
+        return tuple(sorted(digests - {""}))[:MAX_SERVICE_DIGESTS]
+
+    def _reached(self, peer_id: str) -> str:
+        """How a peer is reached now: "direct", "relayed" or "not_connected"."""
+        conn = self.transport.current_connection(peer_id)
+        if conn is None:
+            return "not_connected"
+        return "relayed" if conn.relayed_via is not None else "direct"
+
+    def _provide(self, job_key: str) -> None:
+        if self.dht.server is None or len(self._providing) >= 64:
+            # Not on the DHT (yet), or a burst of jobs: the next publish announces it.
+            self.dht.remember_provided(job_key)
+            return
+        task = asyncio.ensure_future(self.dht.provide(job_key))
+        self._providing.add(task)
+        task.add_done_callback(lambda t: (self._providing.discard(t),
+                                          t.cancelled() or t.exception()))
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -218,6 +264,8 @@ class Node:
             await self.nat_relay.stop()
         await self.nat_observer.stop()
         await self.hole_puncher.stop()
+        for task in list(self._providing):
+            await cancel_and_wait(task)
         await self.discovery.stop()
         await self.messaging.stop()
         await self.uploads.stop()

@@ -7,6 +7,7 @@ most once per compilation, and hands them to ``graph.compile_plan``, which check
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from orchestrator.errors import NotFound
 from orchestrator.graph import (
@@ -74,4 +75,5 @@ class PlanCompiler:
         return compile_plan(workflow_id, workflow.name, nodes, edges,
                             own_peer_id=self.own_peer_id, service=service,
                             interface=interface, is_known_peer=self.is_known_peer,
-                            defaults=self.defaults)
+                            defaults=replace(self.defaults, cache=bool(
+                                (workflow.definition or {}).get("cache") is True)))

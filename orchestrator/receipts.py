@@ -27,15 +27,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from executors.base import JobResult
 from network.bulk import valid_sha256
 from network.identity import Identity, peer_id_for
 from network.identity import verify as verify_signature
+from orchestrator.content_identity import JobIdentity
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:remote-network:job:v1"
-MAX_ENVELOPE_BYTES = 256 * 1024
+# A job request's text is at most 1 MiB (its arguments are in the receipt), base64 in here.
+MAX_ENVELOPE_BYTES = 2 * 1024 * 1024
 MAX_SIGNATURES = 4
 
 
@@ -59,6 +62,22 @@ class JobFacts:
     started_at: str = ""
     ended_at: str = ""
     previous: Sequence[str] = ()        # digests of upstream receipts ("sha256:<hex>")
+
+
+LOG_STREAMS = {"STDOUT": "stdout", "STDERR": "stderr"}
+
+
+def job_facts(identity: JobIdentity, result: JobResult,
+              previous: Sequence[str] = ()) -> JobFacts:
+    """What the receipt of a completed job says: its resolved identity and how it ended."""
+    outputs = {k: ref.sha256 for k, ref in result.outputs.items() if not k.startswith("#")}
+    return JobFacts(
+        job_key=identity.key, service_digest=identity.service, outputs=outputs,
+        inputs=dict(identity.inputs), command=identity.command,
+        env_names=sorted(identity.env), args=identity.args, exit_code=result.exit_code,
+        logs={stream: outputs[k] for k, stream in LOG_STREAMS.items() if k in outputs},
+        started_at=result.started_at.isoformat(), ended_at=result.ended_at.isoformat(),
+        previous=tuple(previous))
 
 
 def statement(facts: JobFacts, builder_peer_id: str) -> dict[str, Any]:
@@ -211,6 +230,19 @@ def check_claims(receipt: Verified, *, outputs: Mapping[str, str], job_key: str)
         raise ReceiptError("the receipt's outputs are not the job's outputs")
     if job_key and receipt.job_key != job_key:
         raise ReceiptError("the receipt is for another job key")
+
+
+def result_receipt(result: JobResult, peer_id: str) -> Verified:
+    """The receipt of a completed ``result`` from ``peer_id``: signed by that peer, for
+    exactly its outputs and its job key. ReceiptError says why not (none counts)."""
+    if result.receipt is None:
+        raise ReceiptError("no receipt")
+    receipt = verify(result.receipt)
+    if receipt.peer_id != peer_id:
+        raise ReceiptError(f"signed by peer {receipt.peer_id}, not by the peer that ran the job")
+    outputs = {k: ref.sha256 for k, ref in result.outputs.items() if not k.startswith("#")}
+    check_claims(receipt, outputs=outputs, job_key=result.job_key)
+    return receipt
 
 
 def verify_chain(envelopes: Iterable[object], *,

@@ -16,6 +16,7 @@ from flows.executions import Executions
 from flows.on_prefect import PrefectEngine
 from flows.on_prefect.bodies import Serving, serve_process_with
 from flows.on_prefect.flow import run_workflow
+from flows.reuse import Reuse
 from orchestrator.assembly import job_step, local_jobs, plan_compiler
 from orchestrator.config import Settings
 from orchestrator.db import Database
@@ -44,6 +45,9 @@ class _NoPeers:
     async def data_source(self, service_id: int) -> ArtifactRef:
         raise DispatchError("a Prefect worker runs no peer transport")
 
+    async def job_key(self, request: JobRequest) -> str:
+        raise DispatchError("a Prefect worker runs no peer transport")
+
 
 def build_worker(settings: Settings) -> Serving:
     """The engine and execution owner a worker's flow runs call back."""
@@ -56,7 +60,7 @@ def build_worker(settings: Settings) -> Serving:
                               services=services)
     artifacts = ArtifactStore(settings.artifacts_dir)
     _, local = local_jobs(settings, services, artifacts,
-                          PeerPolicy(PolicyConfig.from_settings(settings)), owner=identity.peer_id)
+                          PeerPolicy(PolicyConfig.from_settings(settings)), identity=identity)
     elsewhere = _NoPeers()
 
     def dispatcher_for(node: PlanNode) -> JobDispatcher:
@@ -66,7 +70,10 @@ def build_worker(settings: Settings) -> Serving:
     compiler = plan_compiler(settings, workflows, services, own_peer_id=identity.peer_id,
                              is_known_peer=lambda _peer: False)
     engine = PrefectEngine(None)
-    steps = job_step(settings, store, artifacts, local, dispatcher_for=dispatcher_for)
+    # No transport: reused and cached results are those whose outputs are on this machine.
+    reuse = Reuse(store, artifacts, own_peer_id=identity.peer_id)
+    steps = job_step(settings, store, artifacts, local, dispatcher_for=dispatcher_for,
+                     reuse=reuse)
     return engine, Executions(store, compiler, engine, steps)
 
 

@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from orchestrator.db import Database
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.events import WORKFLOW_UPDATED, EventBus
+from orchestrator.graph import NodeSpec, placement_of
 from orchestrator.models import (
     Workflow,
     WorkflowConnection,
@@ -23,6 +24,7 @@ from orchestrator.models import (
     WorkflowUIState,
     utcnow,
 )
+from orchestrator.service_policy import PEER_ID
 from orchestrator.states import InterfaceType
 from orchestrator.wiring import (
     can_input,
@@ -74,6 +76,14 @@ def validate_node_config(config: Any) -> dict[str, Any]:
                 raise InvalidInput(f"config.{key} must be a finite number")
             if key in ("timeout", "retry_count", "retry_delay") and value < 0:
                 raise InvalidInput(f"config.{key} must not be negative")
+    if "cache" in config and not isinstance(config["cache"], bool):
+        raise InvalidInput("config.cache must be true or false")
+    peers = config.get("cache_peers")
+    if peers is not None and (not isinstance(peers, list) or len(peers) > 64 or not all(
+            isinstance(p, str) and PEER_ID.match(p.lower()) for p in peers)):
+        raise InvalidInput("config.cache_peers must be a list of at most 64 peer ids")
+    if "placement" in config:
+        placement_of(NodeSpec(0, "", None, config=config))  # InvalidInput when it is wrong
     return config
 
 
@@ -165,10 +175,15 @@ class WorkflowStore:
         node_type = (node_type or "SERVICE").upper()
         if node_type not in NODE_TYPES:
             raise InvalidInput(f"Invalid node_type '{node_type}': use SERVICE")
-        if service_id is None or isinstance(service_id, bool) or service_id <= 0:
-            raise InvalidInput("service_id is required and must be a positive integer")
+        placed = "placement" in (config or {})
+        if placed:
+            service_id = None  # placed by content digest: each peer has its own
+        elif service_id is None or isinstance(service_id, bool) or service_id <= 0:
+            raise InvalidInput("service_id is required and must be a positive integer (or "
+                               "config.placement with config.service_digest)")
         peer_id = (peer_id or "").strip() or self.own_peer_id
-        if peer_id == self.own_peer_id and not self.services.exists(service_id):
+        if not placed and peer_id == self.own_peer_id and not self.services.exists(
+                int(service_id or 0)):
             raise InvalidInput(f"Service {service_id} does not exist on this node")
         node = WorkflowNode(workflow_id=workflow_id, node_type=node_type, peer_id=peer_id,
                             service_id=service_id, service_name=service_name or "",

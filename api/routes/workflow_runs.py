@@ -19,6 +19,7 @@ from api.deps import (
     Executions,
     InterfaceRecordId,
     JobId,
+    PlanPreview,
     ScheduleId,
     Schedules,
     WorkflowId,
@@ -26,12 +27,15 @@ from api.deps import (
 )
 from api.responses import (
     ExecutionCancelled,
+    ExecutionResumed,
     ExecutionStarted,
     Message,
+    PlannedNode,
     ScheduleCreated,
     ScheduleList,
     SchedulePublic,
     ScheduleRunRequested,
+    WorkflowPlanPreview,
 )
 from api.routing import Router
 from api.schemas import ScheduleCreate
@@ -49,6 +53,29 @@ async def execute_workflow(workflow_id: WorkflowId, executions: Executions) -> E
         note=f"Check execution status via GET /api/workflow-executions/{execution.id}/status",
         execution_id=execution.id,
     )
+
+
+@router.post("/workflows/{id}/plan")
+async def plan_workflow(workflow_id: WorkflowId, preview: PlanPreview) -> WorkflowPlanPreview:
+    _, nodes = await preview.preview(workflow_id)
+    moved = [n.bytes_in for n in nodes]
+    return WorkflowPlanPreview(
+        workflow_id=workflow_id,
+        nodes=[PlannedNode(**{k: getattr(n, k) for k in PlannedNode.model_fields})
+               for n in nodes],
+        bytes_between_peers=sum(b for b in moved if b is not None)
+        if all(b is not None for b in moved) else None)
+
+
+@router.post("/workflow-executions/{id}/resume", status_code=status.HTTP_202_ACCEPTED)
+async def resume_execution(execution_id: ExecutionId,
+                           executions: Executions) -> ExecutionResumed:
+    execution = executions.resume(execution_id)
+    return ExecutionResumed(
+        message="Execution resumed - completed jobs are reused, the rest run",
+        workflow_id=execution.workflow_id, resumed_from=execution_id,
+        note=f"Check execution status via GET /api/workflow-executions/{execution.id}/status",
+        execution_id=int(execution.id or 0))
 
 
 @router.post("/workflow-executions/{id}/cancel")

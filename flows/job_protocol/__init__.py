@@ -11,6 +11,15 @@ peer), plus ``job_cancel``; the peer that orchestrates the workflow is the *requ
                              response the JobResult {outcome, exit_code, started_at, ended_at,
                                                      error, outputs, job_execution_id, started}
     requester -> executing   job_cancel {job_id}  ->  {cancelled}
+    requester -> executing   job_key    (a job_run request; nothing runs)  ->  {job_key}
+    requester -> provider    job_result {job_key}  ->  {receipt, outputs, exit_code}
+                                                       or {receipt: null}
+
+The answer of a completed job carries the executing peer's signed receipt
+(``orchestrator.receipts``), which the requester checks before it fetches any output; a request
+names the digests of its upstream receipts (``previous_receipts``), which the receipt names in
+turn. ``job_key`` is a dry run, admitted as ``job_run`` is; ``job_result`` answers a cached
+result of a key (``flows.reuse``) to a peer that may use the service that made it.
 
 A short job costs one round trip: its states travel in the answer, not in frames of their own.
 The RUNNING frame waits until the job has run ``RUNNING_HOLD`` seconds (or goes before its first

@@ -14,16 +14,21 @@ from flows.dispatch import DispatchError, LocalDispatcher
 from flows.job_protocol.session import JobCall
 from flows.job_protocol.wire import (
     JOB_CANCEL,
+    JOB_KEY,
+    JOB_RESULT,
     JOB_RUN,
     LogEvent,
     StateEvent,
     WireError,
     cancel_to_wire,
     cancelled_from_wire,
+    key_from_wire,
+    key_to_wire,
     request_to_wire,
 )
 from network.peer_errors import BulkError, PeerError
 from orchestrator.job_request import JobRequest
+from orchestrator.receipts import ReceiptError, result_receipt
 from orchestrator.wiring import output_named
 
 log = logging.getLogger("remote_network.remote_jobs")
@@ -119,6 +124,32 @@ class RemoteDispatcher:
     async def data_source(self, service_id: int) -> ArtifactRef:
         return await self.local.data_source(service_id)
 
+    async def job_key(self, request: JobRequest) -> str:
+        """The job's key, from the peer that would run it (a dry run: ``job_key``). This
+        node's DATA inputs go named by their clear digest, never decrypted for it."""
+        if self._is_local(request.peer_id):
+            return await self.local.job_key(request)
+        inputs = []
+        for inp in request.inputs:
+            if inp.data_service_id is not None and inp.artifact is not None:
+                view = self.local.registry.snapshot(inp.data_service_id)
+                clear = view.data.file_hash if view.data is not None else ""
+                inp = replace(inp, artifact=replace(inp.artifact, sha256=clear),
+                              data_service_id=None, transient=True)
+            inputs.append(inp)
+        try:
+            wire = request_to_wire(replace(request, inputs=tuple(inputs)), self.own_peer_id)
+            return key_from_wire(await self.transport.request(request.peer_id, JOB_KEY, wire,
+                                                              timeout=30.0))
+        except (WireError, PeerError) as exc:
+            raise DispatchError(f"peer {request.peer_id}: no job key: {exc}") from None
+
+    async def cached_result(self, peer_id: str, job_key: str) -> dict[str, Any] | None:
+        """A provider's receipt and outputs of ``job_key`` (checked by ``flows.reuse``)."""
+        answer = await self.transport.request(peer_id, JOB_RESULT,
+                                              key_to_wire(job_key), timeout=30.0)
+        return answer if isinstance(answer, dict) else None
+
     async def dispatch(self, request: JobRequest, *,
                        on_log: LogSink | None = None) -> JobResult:
         if self._is_local(request.peer_id):
@@ -176,6 +207,13 @@ class RemoteDispatcher:
         except PeerError as exc:
             return job.fail(str(exc))
         result = job.receive_answer(raw)
+        if result.outcome is JobOutcome.COMPLETED:
+            try:
+                result_receipt(result, job.peer_id)
+            except ReceiptError as exc:
+                # Outputs no signature vouches for are not taken: the job fails, naming the peer.
+                return replace(result, outcome=JobOutcome.FAILED, receipt=None,
+                               error=f"peer {job.peer_id}: receipt refused: {exc}")
         if self.on_state is not None:
             for event in job.unseen:  # the states the answer told (no frame of their own)
                 self.on_state(request, event)

@@ -17,20 +17,28 @@ from flows.dispatch import DispatchError, LocalDispatcher, interface_info
 from flows.job_protocol.session import Ending, ServedJob, input_records
 from flows.job_protocol.wire import (
     JOB_CANCEL,
+    JOB_KEY,
+    JOB_RESULT,
     JOB_RUN,
     JobEvent,
     LogEvent,
     StateEvent,
     WireError,
+    cached_to_wire,
     cancel_from_wire,
     cancelled_to_wire,
+    key_from_wire,
+    key_to_wire,
+    refs_from_json,
+    refs_to_json,
     request_from_wire,
 )
 from network.peer_errors import PeerClosed, PeerError, RequestRejected
 from orchestrator.errors import NotFound
 from orchestrator.execution_store import ExecutionStore
 from orchestrator.job_request import JobRequest
-from orchestrator.peer_policy import JobGate, PeerPolicy, Refused, Terms
+from orchestrator.peer_policy import Admitted, JobGate, PeerPolicy, Refused, Terms
+from orchestrator.receipts import digest as receipt_digest
 from orchestrator.registry import ServiceRegistry, ServiceView
 from orchestrator.states import RunState, ServiceStatus, ServiceType
 from orchestrator.wiring import DATA_OUTPUT
@@ -149,6 +157,8 @@ class RemoteJobs:
     def register(self) -> None:
         self.transport.register(JOB_RUN, self._on_run)
         self.transport.register(JOB_CANCEL, self._on_cancel)
+        self.transport.register(JOB_KEY, self._on_key)
+        self.transport.register(JOB_RESULT, self._on_result)
         self.transport.on_disconnected.append(self._requester_gone)
 
     @property
@@ -177,19 +187,61 @@ class RemoteJobs:
                                   "job")
         return view
 
-    async def _on_run(self, incoming: Any) -> dict[str, Any]:
-        requester = str(incoming.peer_id)
+    def _not_blacklisted(self, requester: str) -> None:
         if self.is_blacklisted(requester):
             raise RequestRejected(f"peer {requester} is blacklisted on this node; its job "
                                   "requests are refused")
+
+    def _admit(self, incoming: Any) -> tuple[str, ServiceView, Admitted]:
+        """The request of a ``job_run`` or ``job_key``, as the policy admits it for its peer;
+        RequestRejected names the refusal."""
+        requester = str(incoming.peer_id)
+        self._not_blacklisted(requester)
         try:
             request = request_from_wire(incoming.data, peer_id=self.own_peer_id)
             view = self._service(request.service_id)
-            admitted = self.policy.admit(view, requester, request)
+            return requester, view, self.policy.admit(view, requester, request)
         except Refused as exc:
             raise RequestRejected(str(exc)) from None
         except WireError as exc:
             raise RequestRejected(f"bad_request: bad job request: {exc}") from None
+
+    async def _on_key(self, incoming: Any) -> dict[str, Any]:
+        """The key the job would have here, for a peer that may run it; nothing runs."""
+        _, _, admitted = self._admit(incoming)
+        try:
+            return key_to_wire(await self.local.job_key(admitted.request))
+        except DispatchError as exc:
+            raise RequestRejected(str(exc)) from None
+
+    async def _on_result(self, incoming: Any) -> dict[str, Any]:
+        """A result of this node's for the key asked (its receipt and outputs), when the
+        asking peer may use the service that made it and every output is still here."""
+        requester = str(incoming.peer_id)
+        self._not_blacklisted(requester)
+        try:
+            job_key = key_from_wire(incoming.data)
+        except WireError as exc:
+            raise RequestRejected(f"bad_request: {exc}") from None
+        artifacts = self.local.artifacts
+        for row in self.store.completed_with_key(job_key):
+            if row.peer_id != self.own_peer_id or row.output_refs is None:
+                continue
+            try:
+                view = self.registry.snapshot(int(row.service_id or 0))
+                outputs = refs_from_json(row.output_refs)
+            except (NotFound, WireError):
+                continue
+            if not self.policy.may_use(view.service, requester) \
+                    and row.requester_peer_id != requester:
+                continue
+            if all(artifacts.has(ref.sha256) for ref in outputs.values()):
+                return cached_to_wire(row.receipt, outputs, row.exit_code, self.own_peer_id)
+        return cached_to_wire(None, {}, None, self.own_peer_id)
+
+    async def _on_run(self, incoming: Any) -> dict[str, Any]:
+        requester, view, admitted = self._admit(incoming)
+        request = admitted.request
         key = (requester, request.job_id)
         if key in self._running:
             raise RequestRejected(f"job {request.job_id} is already running on this node")
@@ -289,8 +341,8 @@ class RemoteJobs:
             return served.failed(str(exc), started)
         outputs = {DATA_OUTPUT: plain, "STDOUT": plain}
         outputs.update({f"#{i.id}": plain for i in interface_info(view)})
-        return JobResult(served.request.job_id, JobOutcome.COMPLETED, 0, started, utcnow(),
-                         outputs)
+        return await self.local.seal(served.request, JobResult(
+            served.request.job_id, JobOutcome.COMPLETED, 0, started, utcnow(), outputs))
 
     # -- job_cancel ----------------------------------------------------------------------------
     async def _on_cancel(self, incoming: Any) -> dict[str, Any]:
@@ -325,7 +377,11 @@ class RemoteJobs:
         try:
             self.store.set_job(row_id, ending.state, records=ending.records,
                                exit_code=ending.result.exit_code, error=ending.error,
-                               job_key=ending.result.job_key)
+                               job_key=ending.result.job_key, receipt=ending.result.receipt,
+                               output_refs=refs_to_json(ending.result.outputs)
+                               if ending.result.receipt is not None else None,
+                               receipt_digest=receipt_digest(ending.result.receipt)
+                               if ending.result.receipt is not None else "")
         except NotFound:
             pass
         except Exception:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from executors.base import ArtifactKind, ArtifactRef, JobOutcome, JobResult, utcnow
@@ -21,6 +22,10 @@ from orchestrator.states import RunState
 
 JOB_RUN = "job_run"
 JOB_CANCEL = "job_cancel"
+# A job's key without running it (a dry run: the same request as job_run).
+JOB_KEY = "job_key"
+# A cached result: the receipt and outputs of a completed job of a key, from a provider.
+JOB_RESULT = "job_result"
 
 # Bounds of one job request from another peer: it is stored (its inputs' text values) and
 # run, so nothing in it is unbounded.
@@ -73,6 +78,23 @@ def ref_from_wire(raw: Any) -> ArtifactRef:
     return ArtifactRef(sha, size, kind_, str(raw.get("peer_id") or ""))
 
 
+def refs_to_json(outputs: Mapping[str, ArtifactRef]) -> dict[str, Any]:
+    """A job's outputs as the job row keeps them (``output_refs``)."""
+    return {key: ref_to_wire(ref, "") for key, ref in outputs.items()}
+
+
+def refs_from_json(raw: object, *, holder: str | None = None) -> dict[str, ArtifactRef]:
+    """Outputs read back from a job row, or from a provider's answer (``holder``: the one peer
+    that holds them all, whatever the answer says). WireError when they are not outputs."""
+    if not isinstance(raw, dict) or len(raw) > 256:
+        raise WireError("outputs must be an object of at most 256 references")
+    refs = {str(k)[:300]: ref_from_wire(v) for k, v in raw.items()}
+    if holder is not None:
+        refs = {k: replace(v, peer_id=holder) for k, v in refs.items()}
+    return refs
+
+
+
 # -- job_run: the request -------------------------------------------------------------------------
 def request_to_wire(request: JobRequest, holder: str) -> dict[str, Any]:
     """``holder``: the peer id that local references (peer_id "") are held by (this node)."""
@@ -91,7 +113,19 @@ def request_to_wire(request: JobRequest, holder: str) -> dict[str, Any]:
             "stdin_text": request.stdin_text,
             "entrypoint": list(request.entrypoint) if request.entrypoint is not None else None,
             "cmd": list(request.cmd) if request.cmd is not None else None,
-            "timeout": request.timeout}
+            "timeout": request.timeout, "previous_receipts": list(request.previous_receipts)}
+
+
+def _previous_receipts(value: Any) -> tuple[str, ...]:
+    """The digests of the upstream receipts a request names (one per input at most)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_INPUTS:
+        raise WireError(f"previous_receipts must be a list of at most {MAX_INPUTS} digests")
+    digests = tuple(valid_digest(v) for v in value)
+    if not all(digests):
+        raise WireError('each of previous_receipts must be "sha256:<64 hex digits>"')
+    return tuple(d for d in digests if d)
 
 
 def _text(value: Any, name: str, limit: int = MAX_VALUE) -> str:
@@ -177,7 +211,8 @@ def request_from_wire(raw: Any, *, peer_id: str) -> JobRequest:
         env=dict(env), args=_strings(raw.get("args") or [], "args"),
         stdin_text=stdin,
         entrypoint=_strings(entry, "entrypoint") if entry is not None else None,
-        cmd=_strings(cmd, "cmd") if cmd is not None else None, timeout=timeout)
+        cmd=_strings(cmd, "cmd") if cmd is not None else None, timeout=timeout,
+        previous_receipts=_previous_receipts(raw.get("previous_receipts")))
     total = (len(stdin or "") + sum(len(k) + len(v) for k, v in env.items())
              + sum(len(a) for a in (*request.args, *(request.entrypoint or ()),
                                     *(request.cmd or ())))
@@ -199,6 +234,8 @@ def result_to_wire(result: JobResult, holder: str, *,
         "error": result.error,
         "outputs": {k: ref_to_wire(v, holder) for k, v in result.outputs.items()},
         "job_execution_id": job_execution_id, "job_key": result.job_key}
+    if result.receipt is not None:
+        wire["receipt"] = result.receipt
     if started is not None:
         wire["started"] = started
     return wire
@@ -241,6 +278,7 @@ def result_from_wire(raw: Any, job_id: str) -> JobResult:
         raise WireError("outputs must be an object")
     exit_code = raw.get("exit_code")
     error = raw.get("error")
+    receipt = raw.get("receipt")
     return JobResult(job_id, outcome,
                      exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool)
                      else None,
@@ -248,7 +286,10 @@ def result_from_wire(raw: Any, job_id: str) -> JobResult:
                      {str(k): ref_from_wire(v) for k, v in outputs.items()},
                      error=str(error) if error else None,
                      # The executing peer's word only: kept when it has the shape of a key.
-                     job_key=valid_digest(raw.get("job_key")) or "")
+                     job_key=valid_digest(raw.get("job_key")) or "",
+                     # Checked by the requester (``orchestrator.receipts.verify``) before it
+                     # takes the outputs.
+                     receipt=receipt if isinstance(receipt, dict) else None)
 
 
 # -- job_run: event frames while the job runs -----------------------------------------------------
@@ -318,3 +359,27 @@ def cancelled_to_wire(cancelled: bool) -> dict[str, Any]:
 
 def cancelled_from_wire(raw: Any) -> bool:
     return isinstance(raw, dict) and raw.get("cancelled") is True
+
+
+# -- job_key: a dry run ---------------------------------------------------------------------------
+def key_to_wire(job_key: str) -> dict[str, Any]:
+    return {"job_key": job_key}
+
+
+def key_from_wire(raw: Any) -> str:
+    """The key a ``job_key`` answer or a ``job_result`` question holds, in the shape of one;
+    WireError when it is not."""
+    key = valid_digest(raw.get("job_key")) if isinstance(raw, dict) else None
+    if key is None:
+        raise WireError('the answer holds no job key ("sha256:<64 hex digits>")')
+    return key
+
+
+# -- job_result: a provider's cached result (asked with ``key_to_wire``) -----------------------
+def cached_to_wire(receipt: dict[str, Any] | None, outputs: dict[str, ArtifactRef],
+                   exit_code: int | None, holder: str) -> dict[str, Any]:
+    """A provider's answer: the receipt and outputs of its result (receipt None: none held)."""
+    if receipt is None:
+        return {"receipt": None}
+    return {"receipt": receipt, "exit_code": exit_code,
+            "outputs": {k: ref_to_wire(v, holder) for k, v in outputs.items()}}

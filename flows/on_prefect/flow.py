@@ -18,7 +18,7 @@ import prefect.flow_engine
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import get_current_settings
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Completed, State
 
 from flows.on_prefect import tag_limits
 from flows.on_prefect.bodies import current
@@ -41,11 +41,16 @@ async def run_job(execution_id: int, node_id: int,
                   upstream: list[NodeOutputs]) -> NodeOutputs | State[Any]:
     engine, bodies = current()
     try:
-        return await bodies.task_body(execution_id, node_id, upstream, engine.attempt())
+        outputs = await bodies.task_body(execution_id, node_id, upstream, engine.attempt())
     except JobCancelled as exc:
         # The task run ends Cancelled (not Failed); awaiting it raises CancelledRun, which the
         # engine turns back into JobCancelled for the scheduler.
         return Cancelled(message=str(exc))
+    if outputs.reused_from:
+        # Not run: taken from an earlier job (a resumed execution's, a cached result). Prefect
+        # shows it as its own cache hits are shown.
+        return Completed(data=outputs, name="Cached", message=outputs.reused_from)
+    return outputs
 
 
 @flow(name="run_workflow", persist_result=False, validate_parameters=False,

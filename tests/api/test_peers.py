@@ -37,7 +37,9 @@ FAST = {"RN_DHT_REFRESH_SECONDS": "1", "RN_PEER_STALE_SECONDS": str(STALE),
         "RN_DHT_RPC_TIMEOUT": "0.5", "RN_PREFECT_WARMUP": "false"}
 PEER_FIELDS = {"peer_id", "dht_node_id", "is_relay", "is_store", "files_count", "apps_count",
                "last_seen", "topic", "source", "is_behind_nat", "nat_type", "using_relay",
-               "connected_relay_id"}
+               "connected_relay_id",
+               # Beside the reference's fields: what it offers, by content digest.
+               "service_digests"}
 T = TypeVar("T")
 
 

@@ -307,3 +307,23 @@ def test_storage_refuses_topic_values_under_another_key_and_forged_members() -> 
     value = topics.encode(topics.Members(TOPIC, {forged.peer_id: forged}))
     assert not storage.store(digest(TOPIC), value, source="6.6.6.6:1")
     assert storage.get(digest(TOPIC)) is None
+
+
+async def test_provider_records_name_who_holds_a_result_and_are_announced_again() -> None:
+    key = "sha256:" + "ab" * 32
+    async with network(4) as members:
+        await until(lambda: everyone_knows_everyone(members))
+        holder, other, asker = members[1], members[2], members[3]
+        assert await asker.dht.providers(key) == []
+        assert await holder.dht.provide(key)
+        assert await asker.dht.providers(key) == [holder.peer_id]
+        assert await other.dht.provide(key)
+        assert sorted(await asker.dht.providers(key)) == sorted([other.peer_id,
+                                                                  holder.peer_id])
+        # Another key's providers are not these.
+        assert await asker.dht.providers("sha256:" + "cd" * 32) == []
+        # Each publish announces the provided keys again (they expire like topic members).
+        assert key in holder.dht._provided
+        for _ in range(100):
+            holder.dht.remember_provided("sha256:" + f"{_:064x}")
+        assert len(holder.dht._provided) == 64 and key not in holder.dht._provided

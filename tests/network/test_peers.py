@@ -51,6 +51,8 @@ def test_record_adds_a_peer_with_the_documented_fields(setup: Setup) -> None:
         "files_count": 1, "apps_count": 3, "last_seen": "2023-11-14T22:13:15Z",
         "topic": TOPIC, "source": "dht", "is_behind_nat": True, "nat_type": "full_cone",
         "using_relay": True, "connected_relay_id": "cd" * 20,
+        # Beside the reference's fields: the content digests of the services it offers.
+        "service_digests": [],
     }
     assert events == [(peer.peer_id, "added")]
     assert directory.quic_addresses(peer.peer_id) == [("10.0.0.1", 30070)]

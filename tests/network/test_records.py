@@ -12,6 +12,7 @@ from network.records import (
     MAGIC,
     MAX_CLOCK_SKEW,
     MAX_RECORD_BYTES,
+    MAX_SERVICE_DIGESTS,
     BadSignature,
     BadTimestamp,
     BookFull,
@@ -305,3 +306,16 @@ def test_capabilities_from_a_summary_of_the_wrong_kinds_never_fail(
     assert isinstance(caps["platform"], str) and len(caps["gpus"]) <= 64
     assert caps["has_docker"] in (True, False)
     json.dumps(caps, allow_nan=False)
+
+
+def test_service_digests_are_a_bounded_list_of_digests() -> None:
+    me = Identity.generate()
+    digests = tuple(f"sha256:{i:064x}" for i in range(MAX_SERVICE_DIGESTS))
+    record = make_record(me, service_digests=digests)
+    value = encode_record(record, me)
+    assert decode_record(value).service_digests == digests
+    assert len(value) < MAX_RECORD_BYTES  # a full summary leaves room for the rest
+    for bad in ((*digests, "sha256:" + "ff" * 32), ("sha256:XY",), ("md5:" + "0" * 32,)):
+        body = canonical({**make_record(me).body(), "service_digests": list(bad)})
+        with pytest.raises(MalformedRecord):
+            decode_record(MAGIC + me.sign(body) + body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.content_identity import job_key, service_digest, tree_digest
@@ -81,3 +82,40 @@ def test_a_job_key_changes_with_whatever_decides_the_outputs() -> None:
                 **{**base, "inputs": {"ENV:X": "11" * 32}}),  # type: ignore[arg-type]
     ]
     assert len({key, *changed}) == 7
+
+
+def test_a_requests_identity_is_what_the_executing_peer_would_run(tmp_path: Path) -> None:
+    from executors.base import ArtifactRef
+    from orchestrator.content_identity import job_identity
+    from orchestrator.job_request import JobInput, JobRequest
+    from orchestrator.models import ServiceInterface
+
+    exe = tmp_path / "tool"
+    exe.write_bytes(b"#!/bin/sh\ncat\n")
+    svc = ServiceView(Service(name="s", service_type=ServiceType.STANDALONE),
+                      interfaces=[ServiceInterface(id=4, service_id=1, interface_type="MOUNT",
+                                                   path="/in")],
+                      standalone=StandaloneDetails(executable_path=str(exe),
+                                                   arguments=["-v"],
+                                                   environment_variables={"A": "1"}))
+    data = ArtifactRef("ee" * 32, 9)  # an encrypted DATA file: named by its clear digest
+    base = JobRequest("j", 1, "p", inputs=(
+        JobInput(4, None, artifact=ArtifactRef("aa" * 32, 3)),
+        JobInput(None, "STDIN", artifact=data, data_service_id=7),
+        JobInput(None, "ENV", path="B", text="two")), args=("x",))
+
+    def ident(request: JobRequest) -> object:
+        return job_identity(svc, request, clear_digest=lambda sid: "cc" * 32 if sid == 7
+                            else "")
+
+    one = ident(base)
+    assert one.command == ("-v",) and one.env == {"A": "1"}  # type: ignore[attr-defined]
+    assert one.inputs == {"MOUNT:/in": "aa" * 32, "STDIN": "cc" * 32,  # type: ignore[attr-defined]
+                          "ENV:B": hashlib.sha256(b"two").hexdigest()}
+    # The same job whatever the inputs' order or the job id; another for any change.
+    assert ident(replace(base, job_id="k", inputs=base.inputs[::-1])) == one
+    keys = {ident(r).key for r in (  # type: ignore[attr-defined]
+        base, replace(base, args=("y",)), replace(base, cmd=("-q",)),
+        replace(base, env={"A": "2"}), replace(base, stdin_text="t"),
+        replace(base, inputs=base.inputs[:2]))}
+    assert len(keys) == 6

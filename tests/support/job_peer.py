@@ -39,7 +39,7 @@ class JobPeer:
         self.store = ArtifactStore(root / "artifacts")
         self.executor = LocalExecutor(self.store, root / "jobs", owner=transport.peer_id)
         self.local = LocalDispatcher(self.registry, self.executor, self.store,
-                                     scratch_dir=root / "scratch")
+                                     scratch_dir=root / "scratch", signer=transport.identity)
         self.remote = RemoteDispatcher(transport, self.local, self.store,
                                        **(dispatcher_options or {}))
         self.records = ExecutionStore(self.db, self.bus, own_peer_id=transport.peer_id)
