@@ -4,6 +4,7 @@ and workflows they run on it."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,25 @@ def workflow(node: Node, name: str, nodes: list[tuple[int, dict[str, Any]]],
             "source_node_id": ids[src], "source_interface_id": src_if,
             "target_node_id": ids[dst], "target_interface_id": dst_if})
     return wf
+
+
+class JobClock:
+    """Times every executor call of the node (the job's run time, as the node sees it)."""
+
+    def __init__(self, node: Node) -> None:
+        self.times: list[float] = []
+        inner = node.executor.run
+
+        async def timed(spec: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await inner(spec, **kwargs)
+            finally:
+                self.times.append(time.perf_counter() - t)
+
+        node.executor.run = timed  # type: ignore[method-assign]
+
+    def take(self) -> float:
+        total = sum(self.times)
+        self.times.clear()
+        return total

@@ -40,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.in_process import service, start_node, workflow  # noqa: E402
+from bench.in_process import JobClock, service, start_node, workflow  # noqa: E402
 from orchestrator.node import Node  # noqa: E402
 
 CHAIN = 10
@@ -67,28 +67,6 @@ async def ended(node: Node, execution_id: int, want: str) -> None:
     if row.status != want:
         raise SystemExit(f"execution {execution_id} ended {row.status}, not {want}: {row.error}"
                          f"\n{describe(node, execution_id)}")
-
-
-class JobClock:
-    """Times every executor call of the node (the job's run time, as the node sees it)."""
-
-    def __init__(self, node: Node) -> None:
-        self.times: list[float] = []
-        inner = node.executor.run
-
-        async def timed(spec: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return await inner(spec, **kwargs)
-            finally:
-                self.times.append(time.perf_counter() - t)
-
-        node.executor.run = timed  # type: ignore[method-assign]
-
-    def take(self) -> float:
-        total = sum(self.times)
-        self.times.clear()
-        return total
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.in_process import service, start_node, workflow  # noqa: E402
+from bench.in_process import JobClock, service, start_node, workflow  # noqa: E402
 from orchestrator.node import Node  # noqa: E402
 
 CHAIN = 20
@@ -76,23 +76,6 @@ class Run:
     @property
     def overhead(self) -> float:
         return (self.total - self.job_sum) / len(self.jobs)
-
-
-class JobClock:
-    """Times every executor call of the node (the job's run time, as the node sees it)."""
-
-    def __init__(self, node: Node) -> None:
-        self.times: list[float] = []
-        inner = node.executor.run
-
-        async def timed(spec: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return await inner(spec, **kwargs)
-            finally:
-                self.times.append(time.perf_counter() - t)
-
-        node.executor.run = timed  # type: ignore[method-assign]
 
 
 async def run_ours(node: Node, clock: JobClock, wf: int) -> Run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import http.server
 import itertools
@@ -28,6 +29,8 @@ from typing import Any
 
 import httpx
 import pytest
+from securesystemslib.dsse import Envelope
+from securesystemslib.signer import SSlibKey
 
 from tests.support.node_process import ApiClient, NodeProcess, free_port, side_by_side
 from tests.support.waiting import wait_for_peers, wait_until
@@ -231,6 +234,9 @@ def test_resume_reruns_only_what_did_not_complete(mesh: Mesh, hits: tuple[str, l
     outputs = {s["name"]: s["digest"]["sha256"] for s in statement_of(one)["subject"]}
     assert outputs["STDOUT"] == hashlib.sha256(b"HELLO\n").hexdigest()
     keys = [e["signatures"][0]["keyid"] for e in receipts]
+    for envelope, key in zip(receipts, keys, strict=True):  # an independent DSSE verifier
+        signer = SSlibKey(key, "ed25519", "ed25519", {"public": key})
+        assert signer.keyid in Envelope.from_dict(copy.deepcopy(envelope)).verify([signer], 1)
     path = tmp_path_factory.mktemp("receipts") / "chain.json"
     path.write_text(json.dumps(receipts))
     ok = verify_cli(path, *keys)
